@@ -1,0 +1,34 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[embedded]'
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	bash scripts/system-deps.sh
+
+# Install, then run the worker on transforms/ with an embedded broker.
+run: install
+	$(BIN)/etl dev
+
+# Install everything, then lint, type-check and run the whole test suite.
+test: install-test
+	bash scripts/test.sh
+
+lint: install-test
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+bench: install-test
+	$(BIN)/python -m bench.transform_throughput
+
+clean:
+	rm -rf $(VENV) .etl-data .pytest_cache .mypy_cache .ruff_cache

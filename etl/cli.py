@@ -1,0 +1,274 @@
+"""The ``etl`` command: worker, dev, test-transform, send, consume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from etl.config import ETLSettings, load_settings
+from etl.errors import ConfigurationError, TransformLoadError
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Configuration file (default: $ETL_CONFIG or ./etl.yaml).",
+)
+
+
+def _settings(config: str | None) -> ETLSettings:
+    try:
+        return load_settings(config)
+    except ConfigurationError as exc:
+        click.echo(f"etl: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+@click.group()
+@click.version_option(package_name="faust-etl")
+def main() -> None:
+    """Stream ETL on Faust: transforms between topics, sinks and sources."""
+
+
+def run_worker(settings: ETLSettings, loglevel: str | None = None) -> None:
+    """Run the Faust worker for these settings until it is stopped."""
+    import faust
+
+    from etl.app import create_app
+
+    app = create_app(settings)
+    worker = faust.Worker(
+        app, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False
+    )
+    worker.execute_from_commandline()
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--loglevel", "-l", default=None, help="debug, info, warning or error.")
+def worker(config: str | None, loglevel: str | None) -> None:
+    """Run the worker: every transform, sink and source of the configuration."""
+    run_worker(_settings(config), loglevel)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--port", default=9092, show_default=True, help="Port of the embedded broker.")
+@click.option("--loglevel", "-l", default=None)
+def dev(config: str | None, port: int, loglevel: str | None) -> None:
+    """Run the worker on transforms/ with an embedded broker when none is configured."""
+    from etl.embedded import EmbeddedBroker, free_port, port_open
+
+    settings = _settings(config)
+    configured = settings.config_path is not None or "ETL_KAFKA__BOOTSTRAP_SERVERS" in os.environ
+    broker = None
+    if not configured:
+        if port_open("127.0.0.1", port):
+            port = free_port()
+        broker = EmbeddedBroker(port=port, log_path=settings.data_dir / "embedded-broker.log")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        broker.start()
+        settings.kafka.bootstrap_servers = broker.bootstrap_servers
+        settings.kafka.enable_idempotence = False
+    _print_dev_help(settings, embedded=broker is not None)
+    try:
+        run_worker(settings, loglevel)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _print_dev_help(settings: ETLSettings, embedded: bool) -> None:
+    from etl.transforms.loader import discover_transforms
+
+    specs, errors = discover_transforms(settings.transforms_dir)
+    env = ""
+    if embedded:
+        env = f"ETL_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} "
+        click.echo(f"embedded broker (tansu, in memory) on {settings.kafka.bootstrap_servers}")
+    click.echo(f"transforms in {settings.transforms_dir}: {len(specs)} ok, {len(errors)} broken")
+    for spec in specs:
+        click.echo(f"  {spec.name}: {spec.source_topic} -> {spec.target_topic}")
+    if specs:
+        spec = specs[0]
+        click.echo("\nIn another terminal:")
+        click.echo(
+            f"  send:  {env}etl send {spec.source_topic} --key demo --value '{{\"key\": \"test\"}}'"
+        )
+        click.echo(f"  see:   {env}etl consume {spec.target_topic} --from-beginning")
+    click.echo("")
+
+
+@main.command("test-transform")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", default=None, help="Message key (text).")
+@click.option("--value", default=None, help="Message value (text).")
+@click.option("--topic", default=None, help="Source topic to show the function (default: its own).")
+@click.option("--header", "headers", multiple=True, help="NAME=VALUE, repeatable.")
+def test_transform(
+    path: str, key: str | None, value: str | None, topic: str | None, headers: tuple[str, ...]
+) -> None:
+    """Run a transform's deal_message on one message locally and print the result."""
+    from etl.message import make_message, normalize_result
+    from etl.transforms.loader import load_any
+
+    try:
+        spec = load_any(Path(path))
+    except TransformLoadError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    message = make_message(
+        key, value, topic=topic or spec.source_topic, headers=_parse_pairs(headers)
+    )
+    try:
+        result = spec.deal_message(message)
+        normalize_result(result)
+    except Exception as exc:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = f" ({path}:{frames[-1].lineno})" if frames else ""
+        click.echo(f"error{where}: {type(exc).__name__}: {exc}", err=True)
+        raise SystemExit(1) from None
+    if result is None:
+        click.echo(f"filtered out (deal_message returned None); target {spec.target_topic}")
+        return
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=_bytes_repr))
+
+
+def _bytes_repr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE")
+        out[name] = value
+    return out
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("topic")
+@click.option("--key", default=None)
+@click.option("--value", default=None)
+@click.option("--partition", type=int, default=None)
+@click.option("--header", "headers", multiple=True, help="NAME=VALUE, repeatable.")
+def send(
+    config: str | None,
+    topic: str,
+    key: str | None,
+    value: str | None,
+    partition: int | None,
+    headers: tuple[str, ...],
+) -> None:
+    """Produce one test message to TOPIC."""
+    settings = _settings(config)
+    header_list = [(k, v.encode()) for k, v in _parse_pairs(headers).items()]
+
+    async def go() -> Any:
+        from etl.kafka import make_producer, wait_for_broker
+
+        await wait_for_broker(settings.kafka, attempts=3)
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            return await producer.send_and_wait(
+                topic,
+                value=value.encode() if value is not None else None,
+                key=key.encode() if key is not None else None,
+                partition=partition,
+                headers=header_list or None,
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        meta = asyncio.run(go())
+    except Exception as exc:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"sent to {meta.topic} partition {meta.partition} offset {meta.offset}")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
+@click.option("--max", "max_messages", type=int, default=None, help="Stop after N messages.")
+@click.option("--timeout", type=float, default=None, help="Stop after S idle seconds.")
+def consume(
+    config: str | None,
+    topic: str,
+    from_beginning: bool,
+    max_messages: int | None,
+    timeout: float | None,
+) -> None:
+    """Print the messages of TOPIC (one JSON line each) without joining a group."""
+    settings = _settings(config)
+
+    async def go() -> None:
+        from etl.kafka import make_consumer, wait_for_broker
+
+        await wait_for_broker(settings.kafka, attempts=3)
+        consumer = make_consumer(
+            settings.kafka,
+            topic,
+            group_id=None,
+            start_offset="earliest" if from_beginning else "latest",
+        )
+        await consumer.start()
+        seen = 0
+        idle = 0.0
+        try:
+            while max_messages is None or seen < max_messages:
+                batch = await consumer.getmany(timeout_ms=500)
+                if not batch:
+                    idle += 0.5
+                    if timeout is not None and idle >= timeout:
+                        return
+                    continue
+                idle = 0.0
+                for records in batch.values():
+                    for rec in records:
+                        line = {
+                            "partition": rec.partition,
+                            "offset": rec.offset,
+                            "timestamp": rec.timestamp,
+                            "key": _text(rec.key),
+                            "value": _text(rec.value),
+                        }
+                        click.echo(json.dumps(line, ensure_ascii=False))
+                        seen += 1
+                        if max_messages is not None and seen >= max_messages:
+                            return
+        finally:
+            await consumer.stop()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "backslashreplace")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pipeline runtime: batch consumer loop, transform pipelines, supervisor."""

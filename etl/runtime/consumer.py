@@ -1,0 +1,391 @@
+"""The batch consumer loop every pipeline (transform or sink) runs on.
+
+A pipeline is a Faust/mode service that drives its own aiokafka consumer in its
+own consumer group: poll a batch, hand it to :meth:`ConsumerPipeline.process`,
+which returns the offsets that are now safe (their output acknowledged or
+written), commit those. Moving whole batches instead of one event at a time is
+what lets a pipeline keep up with a bare aiokafka loop.
+
+Delivery rules kept here:
+
+* an offset is committed only after ``process``/``flush_*`` says it is safe;
+* on a rebalance, the batch in hand finishes and its offsets are committed
+  before the partitions are given up (the batch lock);
+* a :class:`PipelineHalted` (the ``stop`` policy) commits what is safe, keeps
+  the offset before the bad message, and stops this pipeline only;
+* a :class:`~etl.errors.RetriableError` rewinds to the uncommitted batch and
+  retries with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from mode import Service
+
+from etl.config import ETLSettings
+from etl.errors import BackpressureError, RetriableError
+from etl.kafka import describe_error, make_consumer, make_producer
+from etl.redact import Redactor
+from etl.runtime.status import PartitionProgress, PipelineStatus, State
+
+log = logging.getLogger("etl.runtime")
+
+Batch = Mapping[TopicPartition, list[Any]]
+Commit = dict[TopicPartition, int]
+
+
+class PipelineHalted(Exception):
+    """Raised by ``process`` under the ``stop`` policy: commit ``commit``, then stop."""
+
+    def __init__(self, reason: str, commit: Commit | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.commit = commit or {}
+
+
+def tp_key(tp: TopicPartition) -> str:
+    """``topic/partition`` as used in status output."""
+    return f"{tp.topic}/{tp.partition}"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, pipeline: ConsumerPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.pipeline._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.pipeline._on_assigned(set(assigned))
+
+
+class ConsumerPipeline(Service):
+    """Base of transform and sink pipelines: poll, process, commit."""
+
+    kind = "pipeline"
+    #: Retries of a RetriableError before the pipeline is marked failed (None: forever).
+    max_retries: int | None = None
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: list[str],
+        settings: ETLSettings,
+        start_offset: str = "latest",
+        policy: str | None = None,
+        redact: Redactor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self.topics = topics
+        self.settings = settings
+        self.start_offset = start_offset
+        self.policy = policy or settings.errors.policy
+        self.redact = redact or Redactor(settings.secret_values())
+        self.group_id = f"{settings.kafka.group_prefix}-{self.kind}-{name}"
+        self.status = PipelineStatus(
+            name=name, kind=self.kind, source=",".join(topics), group_id=self.group_id
+        )
+        self.consumer: Any = None
+        self.producer: Any = None
+        self._lock = asyncio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self._batch_start: Commit = {}
+        self._halted = False
+        self._paused = False
+
+    # ---- hooks for subclasses -------------------------------------------------
+
+    async def setup(self) -> None:
+        """Open connections, create topics. Called once before polling starts."""
+
+    async def teardown(self) -> None:
+        """Close what ``setup`` opened."""
+
+    async def process(self, batch: Batch) -> Commit:
+        """Handle one polled batch; return ``{tp: next offset}`` that is now safe to commit."""
+        raise NotImplementedError
+
+    async def flush_due(self) -> Commit:
+        """Called after every poll (also empty ones): flush what is due by time."""
+        return {}
+
+    async def flush_partitions(self, partitions: set[TopicPartition]) -> Commit:
+        """Flush everything buffered for these partitions (revoke, shutdown)."""
+        return {}
+
+    def drop_partitions(self, partitions: set[TopicPartition]) -> None:
+        """Forget buffered state of partitions after a rewind (nothing was committed)."""
+
+    # ---- lifecycle --------------------------------------------------------------
+
+    def make_producer(self) -> Any:
+        """The producer of this pipeline (outputs and dead letters)."""
+        return make_producer(self.settings.kafka)
+
+    async def on_start(self) -> None:
+        self.status.state = State.STARTING
+        self.add_future(self._main())
+
+    async def _main(self) -> None:
+        try:
+            await self._open()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            text = self.redact(describe_error(exc))
+            self.status.fail(State.FAILED, f"start failed: {text}")
+            log.error("pipeline start failed pipeline=%s error=%r", self.name, text)
+            await self._close_clients()
+            return
+        await self._run()
+
+    async def _open(self) -> None:
+        self.producer = self.make_producer()
+        await self.producer.start()
+        await self.setup()
+        self.consumer = make_consumer(
+            self.settings.kafka,
+            group_id=self.group_id,
+            start_offset=self.start_offset,
+        )
+        self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
+        await self.consumer.start()
+        self.status.state = State.PAUSED if self._paused else State.RUNNING
+        log.info(
+            "pipeline started pipeline=%s kind=%s topics=%s group=%s",
+            self.name,
+            self.kind,
+            ",".join(self.topics),
+            self.group_id,
+        )
+
+    async def on_stop(self) -> None:
+        await self._shutdown(final=True)
+
+    async def _shutdown(self, *, final: bool) -> None:
+        consumer = self.consumer
+        if consumer is not None and not self._halted:
+            async with self._lock:
+                try:
+                    commit = await self.flush_partitions(set(self._assigned))
+                    await self._commit(commit)
+                except Exception as exc:
+                    log.error(
+                        "pipeline flush on stop failed pipeline=%s error=%r",
+                        self.name,
+                        self.redact(describe_error(exc)),
+                    )
+        await self._close_clients()
+        if final and self.status.state in (State.RUNNING, State.STARTING, State.PAUSED):
+            self.status.state = State.FINISHED
+
+    async def _close_clients(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as exc:  # pragma: no cover - best effort on the way out
+                log.warning("consumer stop failed pipeline=%s error=%r", self.name, exc)
+        try:
+            await self.teardown()
+        except Exception as exc:
+            log.warning("teardown failed pipeline=%s error=%r", self.name, exc)
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # pragma: no cover
+                log.warning("producer stop failed pipeline=%s error=%r", self.name, exc)
+
+    # ---- pause/resume -------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop fetching (the group membership and offsets stay)."""
+        self._paused = True
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
+        if self.status.state == State.RUNNING:
+            self.status.state = State.PAUSED
+
+    def resume(self) -> None:
+        """Fetch again after :meth:`pause`."""
+        self._paused = False
+        if self.consumer is not None:
+            self.consumer.resume(*self.consumer.assignment())
+        if self.status.state == State.PAUSED:
+            self.status.state = State.RUNNING
+
+    # ---- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        kafka = self.settings.kafka
+        delay = 0.5
+        retries = 0
+        while not self.should_stop and not self._halted:
+            try:
+                batch = await self.consumer.getmany(
+                    timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_batch_records
+                )
+                async with self._lock:
+                    started = time.perf_counter()
+                    commit: Commit = {}
+                    if batch:
+                        self._batch_start = {tp: records[0].offset for tp, records in batch.items()}
+                        commit = await self.process(batch)
+                    commit.update(await self.flush_due())
+                    await self._commit(commit)
+                    if batch:
+                        self.status.batches += 1
+                        self.status.last_batch_ms = (time.perf_counter() - started) * 1000
+                        self.status.consumed += sum(len(r) for r in batch.values())
+                        for tp, records in batch.items():
+                            self._progress(tp).position = records[-1].offset + 1
+                if self.status.state == State.FAILED:
+                    self.status.state = State.PAUSED if self._paused else State.RUNNING
+                delay, retries = 0.5, 0
+            except PipelineHalted as halt:
+                await self._halt(halt)
+                return
+            except BackpressureError as exc:
+                await self._rewind()
+                await asyncio.sleep(exc.retry_after)
+            except (RetriableError, KafkaError) as exc:
+                retries += 1
+                text = self.redact(describe_error(exc))
+                self.status.fail(State.FAILED, f"retrying: {text}")
+                log.warning(
+                    "pipeline batch failed, will retry pipeline=%s attempt=%d error=%r retry_in=%.1fs",
+                    self.name,
+                    retries,
+                    text,
+                    delay,
+                )
+                await self._rewind()
+                if self.max_retries is not None and retries > self.max_retries:
+                    await self._halt(PipelineHalted(f"gave up after {retries} retries: {text}"))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A bug in a sink or the runtime: stop this pipeline, keep the others.
+                text = self.redact(describe_error(exc))
+                log.exception("pipeline crashed pipeline=%s error=%r", self.name, text)
+                await self._rewind()
+                await self._halt(PipelineHalted(f"crashed: {text}"), state=State.FAILED)
+                return
+
+    async def _halt(self, halt: PipelineHalted, state: State = State.STOPPED) -> None:
+        self._halted = True
+        try:
+            await self._commit(halt.commit)
+        except Exception as exc:
+            log.error("commit on halt failed pipeline=%s error=%r", self.name, exc)
+        reason = self.redact(halt.reason)
+        self.status.fail(state, reason)
+        log.error(
+            "pipeline halted by policy pipeline=%s reason=%r committed=%s",
+            self.name,
+            reason,
+            {tp_key(tp): off for tp, off in halt.commit.items()},
+        )
+        await self._close_clients()
+
+    async def _rewind(self) -> None:
+        """Seek back to the start of the uncommitted batch so it is processed again."""
+        if self.consumer is None:
+            return
+        self.drop_partitions(set(self._batch_start))
+        for tp, offset in self._batch_start.items():
+            if tp in self._assigned:
+                committed = await self.consumer.committed(tp)
+                self.consumer.seek(tp, committed if committed is not None else offset)
+        self._batch_start = {}
+
+    async def _commit(self, commit: Commit) -> None:
+        if not commit or self.consumer is None:
+            return
+        owned = {tp: off for tp, off in commit.items() if tp in self._assigned}
+        if not owned:
+            return
+        try:
+            await self.consumer.commit(owned)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Lost the partitions in a rebalance: the new owner re-reads from the
+            # last commit, so the records are redelivered, never lost.
+            log.warning("commit failed pipeline=%s error=%r", self.name, describe_error(exc))
+            return
+        for tp, offset in owned.items():
+            self._progress(tp).committed = offset
+
+    def _progress(self, tp: TopicPartition) -> PartitionProgress:
+        key = tp_key(tp)
+        progress = self.status.partitions.get(key)
+        if progress is None:
+            progress = self.status.partitions[key] = PartitionProgress()
+        return progress
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        async with self._lock:
+            if not self._halted and self.consumer is not None:
+                try:
+                    await self._commit(await self.flush_partitions(revoked))
+                except Exception as exc:
+                    log.error(
+                        "flush on revoke failed pipeline=%s error=%r",
+                        self.name,
+                        self.redact(describe_error(exc)),
+                    )
+                    self.drop_partitions(revoked)
+            self._assigned -= revoked
+            for tp in revoked:
+                self.status.partitions.pop(tp_key(tp), None)
+        log.info(
+            "partitions revoked pipeline=%s partitions=%s",
+            self.name,
+            sorted(tp_key(tp) for tp in revoked),
+        )
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assigned |= assigned
+        for tp in assigned:
+            self._progress(tp)
+        if self._paused and self.consumer is not None and assigned:
+            self.consumer.pause(*assigned)
+        log.info(
+            "partitions assigned pipeline=%s partitions=%s",
+            self.name,
+            sorted(tp_key(tp) for tp in assigned),
+        )
+
+    async def refresh_progress(self) -> None:
+        """Update committed and end offsets of the assigned partitions (for lag)."""
+        consumer = self.consumer
+        if consumer is None or not self._assigned:
+            return
+        assigned = [tp for tp in self._assigned]
+        try:
+            ends = await consumer.end_offsets(assigned)
+        except Exception:  # noqa: BLE001 - status is best effort
+            return
+        for tp in assigned:
+            progress = self._progress(tp)
+            progress.end = ends.get(tp)
+            if progress.committed is None:
+                try:
+                    progress.committed = await consumer.committed(tp)
+                except Exception:  # noqa: BLE001
+                    pass

@@ -1,0 +1,181 @@
+"""The supervisor: starts one pipeline per transform file, sink and source.
+
+It runs inside the Faust app as a service. Each pipeline is its own child
+service, so one that fails to load, crashes or is halted by its policy never
+takes the others down. The supervisor also publishes the worker's status (a
+JSON file in the data directory and the web endpoint ``/etl/status/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mode import Service
+
+from etl.config import ETLSettings
+from etl.errors import TransformLoadError
+from etl.kafka import describe_error, wait_for_broker
+from etl.plugins import plugin_factory
+from etl.redact import Redactor
+from etl.runtime.status import PipelineStatus, State
+from etl.runtime.transform import TransformPipeline, ensure_dead_letter_topic
+from etl.transforms.loader import TransformSpec, discover_transforms
+
+log = logging.getLogger("etl.supervisor")
+
+STATUS_INTERVAL = 1.0
+
+
+class PipelineSupervisor(Service):
+    """Owns every pipeline of this worker."""
+
+    def __init__(self, settings: ETLSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.redact = Redactor(settings.secret_values())
+        self.pipelines: dict[str, Any] = {}
+        self.load_errors: dict[str, PipelineStatus] = {}
+        self.started_at = time.time()
+        self.broker_ready = asyncio.Event()
+        self.status_path = settings.data_dir / "status.json"
+
+    async def on_start(self) -> None:
+        self.add_future(self._boot())
+
+    async def _boot(self) -> None:
+        settings = self.settings
+        log.info(
+            "worker starting bootstrap=%s transforms_dir=%s",
+            settings.kafka.bootstrap_servers,
+            settings.transforms_dir,
+        )
+        self.add_future(self._publish_status_forever())
+        await wait_for_broker(settings.kafka)
+        self.broker_ready.set()
+        await ensure_dead_letter_topic(settings)
+        specs, errors = discover_transforms(settings.transforms_dir)
+        for error in errors:
+            self.report_load_error(error)
+        for spec in specs:
+            await self.start_transform(spec)
+        for config in settings.sink_configs():
+            await self._start_plugin("sink", config)
+        for config in settings.source_configs():
+            await self._start_plugin("source", config)
+        if not self.pipelines and not self.load_errors:
+            log.warning(
+                "no pipelines: put transform files in %s or add sinks/sources to the config",
+                settings.transforms_dir,
+            )
+
+    # ---- pipelines --------------------------------------------------------------
+
+    def report_load_error(self, error: TransformLoadError) -> None:
+        """Log a transform file that cannot be used and show it in the status."""
+        name = Path(error.path).stem
+        where = f"{error.path}:{error.line}" if error.line else error.path
+        log.error(
+            "transform skipped file=%s line=%s error=%r", error.path, error.line, error.message
+        )
+        status = PipelineStatus(name=name, kind="transform", path=where)
+        status.fail(State.LOAD_ERROR, str(error))
+        self.load_errors[error.path] = status
+
+    async def start_transform(self, spec: TransformSpec) -> TransformPipeline:
+        """Start a pipeline for a loaded transform."""
+        self.load_errors.pop(str(spec.path), None)
+        pipeline = TransformPipeline(
+            spec, settings=self.settings, redact=self.redact, loop=self.loop, beacon=self.beacon
+        )
+        await self._add(f"transform:{spec.name}", pipeline)
+        return pipeline
+
+    async def _start_plugin(self, kind: str, config: Any) -> None:
+        key = f"{kind}:{config.name}"
+        try:
+            factory = plugin_factory(kind, config.type)  # type: ignore[arg-type]
+            pipeline = factory(
+                config,
+                settings=self.settings,
+                redact=self.redact,
+                loop=self.loop,
+                beacon=self.beacon,
+            )
+        except Exception as exc:
+            text = self.redact(describe_error(exc))
+            log.error("%s failed to start name=%s error=%r", kind, config.name, text)
+            status = PipelineStatus(name=config.name, kind=kind)
+            status.fail(State.FAILED, text)
+            self.load_errors[key] = status
+            return
+        await self._add(key, pipeline)
+
+    async def _add(self, key: str, pipeline: Any) -> None:
+        self.pipelines[key] = pipeline
+        await self.add_runtime_dependency(pipeline)
+
+    async def stop_pipeline(self, key: str) -> None:
+        """Stop a pipeline (committing its progress) and forget it."""
+        pipeline = self.pipelines.pop(key, None)
+        if pipeline is not None:
+            await pipeline.stop()
+            self._children = [c for c in self._children if c is not pipeline]
+
+    def find(self, name: str) -> Any:
+        """A pipeline by ``kind:name`` or bare name."""
+        if name in self.pipelines:
+            return self.pipelines[name]
+        for key, pipeline in self.pipelines.items():
+            if key.split(":", 1)[1] == name:
+                return pipeline
+        return None
+
+    # ---- status -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The worker's status as a JSON-ready dict."""
+        items = [p.status.to_dict() for p in self.pipelines.values()]
+        items += [s.to_dict() for s in self.load_errors.values()]
+        return {
+            "worker": {
+                "pid": os.getpid(),
+                "app_id": self.settings.app_id,
+                "bootstrap_servers": self.settings.kafka.bootstrap_servers,
+                "broker_ready": self.broker_ready.is_set(),
+                "started_at": self.started_at,
+                "updated_at": time.time(),
+                "transforms_dir": str(self.settings.transforms_dir),
+            },
+            "pipelines": sorted(items, key=lambda item: (item["kind"], item["name"])),
+        }
+
+    async def _publish_status_forever(self) -> None:
+        while not self.should_stop:
+            try:
+                await self.publish_status()
+            except Exception as exc:  # noqa: BLE001 - status must not take the worker down
+                log.debug("status publish failed error=%r", exc)
+            await self.sleep(STATUS_INTERVAL)
+
+    async def publish_status(self) -> None:
+        """Refresh lag and write ``status.json`` atomically."""
+        for pipeline in list(self.pipelines.values()):
+            refresh = getattr(pipeline, "refresh_progress", None)
+            if refresh is not None:
+                await refresh()
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str))
+        tmp.replace(self.status_path)
+
+    async def on_stop(self) -> None:
+        try:
+            await self.publish_status()
+        except Exception:  # noqa: BLE001, S110 - last write is best effort
+            pass

@@ -1,0 +1,1 @@
+"""Helpers for tests of this framework and of users' transforms and sinks."""

@@ -1,0 +1,126 @@
+"""Run ``etl worker`` as a real subprocess in tests: start, wait for state, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
+    """An ``etl.yaml`` for tests: the test broker, idempotence off, web off."""
+    config: dict[str, Any] = {
+        "transforms_dir": str(directory / "transforms"),
+        "data_dir": str(directory / "data"),
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "enable_idempotence": False,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 500,
+        },
+        "web": {"enabled": False},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    (directory / "transforms").mkdir(parents=True, exist_ok=True)
+    path = directory / "etl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class WorkerProcess:
+    """``python -m etl.cli worker --config PATH`` with its log in a file."""
+
+    def __init__(self, config: Path, name: str = "worker", env: dict[str, str] | None = None):
+        self.config = config
+        self.log_path = config.parent / f"{name}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        data = yaml.safe_load(config.read_text())
+        self.status_path = Path(data.get("data_dir", config.parent / ".etl-data")) / "status.json"
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "etl.cli", "worker", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def pipeline(self, name: str) -> dict[str, Any] | None:
+        for item in self.status().get("pipelines", []):
+            if item["name"] == name:
+                return item
+        return None
+
+    def wait_for(
+        self, predicate: Callable[[WorkerProcess], bool], timeout: float = 60, what: str = ""
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.log()}")
+            if predicate(self):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what or predicate}:\n{self.log()[-5000:]}")
+
+    def wait_running(self, *names: str, timeout: float = 60) -> None:
+        """Until every named pipeline is running and has partitions assigned."""
+
+        def ready(worker: WorkerProcess) -> bool:
+            for name in names:
+                item = worker.pipeline(name)
+                if not item or item["state"] != "running" or not item["partitions"]:
+                    return False
+            return True
+
+        self.wait_for(ready, timeout, f"pipelines {names} running")
+
+    def kill(self) -> None:
+        """kill -9: no flush, no commit."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM and wait (the worker commits its progress)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Sinks: destinations that Kafka topics are written to (see ``sinks.base``)."""

@@ -1,0 +1,277 @@
+"""The sink contract and the batching pipeline that drives every sink.
+
+A sink implements three coroutines and nothing about Kafka:
+
+* ``open()``: connect (never in ``__init__``);
+* ``write(batch)``: write the records; return the ones it rejected, each with
+  the reason (:class:`RecordFailure`), after the good ones are written; raise
+  :class:`~etl.errors.RetriableError` for a transient failure of the whole
+  batch (it is retried with backoff, so a retried write must be harmless:
+  upsert, document id, deterministic object name) and
+  :class:`~etl.errors.FatalError` for one that retrying cannot fix;
+* ``close()``.
+
+:class:`SinkPipeline` consumes the sink's topics in the group
+``<prefix>-sink-<name>``, keeps one buffer per topic-partition, flushes a
+partition's buffer when it reaches ``batch_size`` records or ``batch_bytes``
+or when its oldest record is ``linger_ms`` old (an idle partition flushes on
+time too), and commits a partition's offsets only after its records are
+written or routed by the error rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiokafka import TopicPartition
+
+from etl.config import ETLSettings, SinkConfigBase
+from etl.deadletter import DeadLetterWriter
+from etl.errors import FatalError, RecordError, RetriableError
+from etl.kafka import describe_error, ensure_topics
+from etl.redact import Redactor
+from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+
+log = logging.getLogger("etl.sink")
+
+ConfigT = TypeVar("ConfigT", bound=SinkConfigBase)
+
+
+@dataclass(slots=True)
+class RecordFailure:
+    """A record the sink did not write, and why."""
+
+    record: Any
+    error: BaseException
+
+
+@dataclass
+class SinkBatch:
+    """Records to write, in partition order; ``records`` are aiokafka ConsumerRecords."""
+
+    records: list[Any]
+    partitions: set[TopicPartition] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class Sink(Generic[ConfigT]):
+    """Base class of a destination. Subclasses set ``config_model`` and implement the contract."""
+
+    config_model: type[SinkConfigBase] = SinkConfigBase
+
+    def __init__(self, config: ConfigT, *, settings: ETLSettings, redact: Redactor) -> None:
+        self.config = config
+        self.settings = settings
+        self.redact = redact
+        self.log = logging.getLogger(f"etl.sink.{config.type}")
+
+    async def open(self) -> None:
+        """Connect; called once before the first write."""
+
+    async def write(self, batch: SinkBatch) -> Sequence[RecordFailure]:
+        """Write the batch; return the rejected records (the rest must be written)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class _Buffer:
+    records: list[Any] = field(default_factory=list)
+    size: int = 0
+    first_at: float = 0.0
+
+
+def record_size(record: Any) -> int:
+    """Bytes a record adds to a batch (key + value)."""
+    return (len(record.key) if record.key else 0) + (len(record.value) if record.value else 0)
+
+
+class SinkPipeline(ConsumerPipeline):
+    """Consumes a sink's topics, batches per partition, writes, routes failures, commits."""
+
+    kind = "sink"
+    #: The Sink subclass this pipeline drives; set by :func:`sink_pipeline_factory`.
+    sink_class: type[Sink[Any]] = Sink
+
+    def __init__(
+        self, config: SinkConfigBase, *, settings: ETLSettings, redact: Redactor, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            name=config.name,
+            topics=list(config.topics),
+            settings=settings,
+            start_offset=config.start_offset,
+            policy=config.on_error or "stop",
+            redact=redact,
+            **kwargs,
+        )
+        self.config = config
+        self.sink = self.sink_class(config, settings=settings, redact=redact)
+        self.status.target = f"{config.type}:{config.name}"
+        self.max_retries = config.max_retries
+        self._buffers: dict[TopicPartition, _Buffer] = {}
+        self.dead_letters: DeadLetterWriter | None = None
+        self.written = 0
+        self.skipped = 0
+
+    async def setup(self) -> None:
+        errors_topic = self.config.runtime_error_topic or self.settings.errors.dead_letter_topic
+        self.dead_letters = DeadLetterWriter(self.producer, errors_topic, self.redact)
+        wanted = {self.settings.errors.dead_letter_topic: self.settings.errors.dead_letter_partitions}
+        if self.config.runtime_error_topic:
+            wanted[self.config.runtime_error_topic] = 1
+        await ensure_topics(self.settings.kafka, wanted)
+        await self._retrying(self.sink.open, "open")
+
+    async def teardown(self) -> None:
+        await self.sink.close()
+
+    # ---- batching -------------------------------------------------------------------
+
+    async def process(self, batch: Batch) -> Commit:
+        now = time.monotonic()
+        full: set[TopicPartition] = set()
+        for tp, records in batch.items():
+            buffer = self._buffers.get(tp)
+            if buffer is None:
+                buffer = self._buffers[tp] = _Buffer(first_at=now)
+            elif not buffer.records:
+                buffer.first_at = now
+            buffer.records.extend(records)
+            buffer.size += sum(record_size(r) for r in records)
+            if len(buffer.records) >= self.config.batch_size or buffer.size >= self.config.batch_bytes:
+                full.add(tp)
+        return await self._flush(full) if full else {}
+
+    async def flush_due(self) -> Commit:
+        linger = self.config.linger_ms / 1000
+        now = time.monotonic()
+        due = {tp for tp, b in self._buffers.items() if b.records and now - b.first_at >= linger}
+        return await self._flush(due) if due else {}
+
+    async def flush_partitions(self, partitions: set[TopicPartition]) -> Commit:
+        return await self._flush({tp for tp in partitions if tp in self._buffers})
+
+    def drop_partitions(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._buffers.pop(tp, None)
+
+    async def _flush(self, partitions: set[TopicPartition]) -> Commit:
+        records: list[Any] = []
+        flushed: set[TopicPartition] = set()
+        for tp in sorted(partitions, key=lambda t: (t.topic, t.partition)):
+            buffer = self._buffers.get(tp)
+            if buffer is None or not buffer.records:
+                continue
+            # Several full batches may have piled up in one poll: write in batch_size slices.
+            records.extend(buffer.records)
+            flushed.add(tp)
+        if not records:
+            return {}
+        size = self.config.batch_size
+        failures: list[RecordFailure] = []
+        for start in range(0, len(records), size):
+            chunk = SinkBatch(records[start : start + size], flushed)
+            failures.extend(await self._retrying(lambda c=chunk: self.sink.write(c), "write"))
+        commit = {
+            tp: self._buffers[tp].records[-1].offset + 1 for tp in flushed
+        }
+        for tp in flushed:
+            self._buffers[tp] = _Buffer()
+        written = len(records) - len(failures)
+        self.written += written
+        self.status.produced += written
+        if failures:
+            await self._route_failures(failures, commit)
+        return commit
+
+    async def _retrying(self, call: Any, what: str) -> Any:
+        delay = self.config.retry_backoff_ms / 1000
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except RetriableError as exc:
+                attempt += 1
+                text = self.redact(describe_error(exc))
+                if self.max_retries is not None and attempt > self.max_retries:
+                    raise FatalError(f"{what} failed after {attempt} attempts: {text}") from exc
+                self.status.error = f"{what} retrying: {text}"
+                log.warning(
+                    "sink %s failed, retrying sink=%s attempt=%d error=%r retry_in=%.1fs",
+                    what,
+                    self.name,
+                    attempt,
+                    text,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_backoff_max_ms / 1000)
+
+    async def _route_failures(self, failures: list[RecordFailure], commit: Commit) -> None:
+        config = self.config
+        if config.runtime_error_topic or (not config.skip_error and self.policy == "continue"):
+            assert self.dead_letters is not None
+            futures = []
+            for failure in failures:
+                stage = failure.error.stage if isinstance(failure.error, RecordError) else "sink"
+                self.status.dead_lettered += 1
+                self.status.error = self.redact(describe_error(failure.error))
+                futures.append(
+                    await self.dead_letters.send(
+                        failure.record, pipeline=self.name, stage=stage, exc=failure.error
+                    )
+                )
+                log.warning(
+                    "record sent to error topic sink=%s topic=%s partition=%d offset=%d error=%r",
+                    self.name,
+                    failure.record.topic,
+                    failure.record.partition,
+                    failure.record.offset,
+                    self.redact(describe_error(failure.error)),
+                )
+            await asyncio.gather(*futures)
+            return
+        if config.skip_error:
+            for failure in failures:
+                self.skipped += 1
+                self.status.filtered += 1
+                log.warning(
+                    "record skipped (skip_error) sink=%s topic=%s partition=%d offset=%d error=%r",
+                    self.name,
+                    failure.record.topic,
+                    failure.record.partition,
+                    failure.record.offset,
+                    self.redact(describe_error(failure.error)),
+                )
+            return
+        # Neither an error topic nor skip_error: stop before the first bad record of
+        # each partition. Good records after it were written; they are written again
+        # (an overwrite for keyed sinks) when the sink is restarted.
+        first_bad: dict[TopicPartition, Any] = {}
+        for failure in failures:
+            tp = TopicPartition(failure.record.topic, failure.record.partition)
+            if tp not in first_bad or failure.record.offset < first_bad[tp].offset:
+                first_bad[tp] = failure.record
+        for tp, record in first_bad.items():
+            commit[tp] = record.offset
+        worst = failures[0]
+        raise PipelineHalted(
+            f"sink write rejected {worst.record.topic}/{worst.record.partition}"
+            f"@{worst.record.offset}: {self.redact(describe_error(worst.error))}",
+            commit,
+        )
+
+
+def sink_pipeline_factory(sink_class: type[Sink[Any]]) -> type[SinkPipeline]:
+    """The pipeline class the plugin registry starts for a sink class."""
+    return type(f"{sink_class.__name__}Pipeline", (SinkPipeline,), {"sink_class": sink_class})
