@@ -34,7 +34,7 @@ class ETLApp(faust.App):
 
     BootStrategy = ETLBootStrategy
     etl_settings: ETLSettings
-    supervisor: PipelineSupervisor
+    etl_supervisor: PipelineSupervisor
 
 
 def create_app(settings: ETLSettings) -> ETLApp:
@@ -59,7 +59,7 @@ def create_app(settings: ETLSettings) -> ETLApp:
     class Supervisor(PipelineSupervisor):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(settings, **kwargs)
-            app.supervisor = self
+            app.etl_supervisor = self
 
     from etl.web import register_views
 

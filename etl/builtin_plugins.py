@@ -2,10 +2,7 @@
 
 from etl.plugins import Plugin, register
 
-BUILTIN = [
-    # Plugin("sink", "postgres", "sinks.postgres.config:PostgresSinkConfig",
-    #        "sinks.postgres.sink:PostgresSink", "postgres"),
-]
+BUILTIN: list[Plugin] = []
 
 for plugin in BUILTIN:
     register(plugin)

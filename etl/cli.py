@@ -102,7 +102,7 @@ def _print_dev_help(settings: ETLSettings, embedded: bool) -> None:
         spec = specs[0]
         click.echo("\nIn another terminal:")
         click.echo(
-            f"  send:  {env}etl send {spec.source_topic} --key demo --value '{{\"key\": \"test\"}}'"
+            f'  send:  {env}etl send {spec.source_topic} --key demo --value \'{{"key": "test"}}\''
         )
         click.echo(f"  see:   {env}etl consume {spec.target_topic} --from-beginning")
     click.echo("")

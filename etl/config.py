@@ -287,7 +287,8 @@ def validate_plugin(
     except UnknownPluginError as exc:
         return None, [f"{_join(prefix, 'type')}: {exc}"]
     try:
-        return model.model_validate(raw), []
+        validated: PluginConfigBase = model.model_validate(raw)  # type: ignore[assignment]
+        return validated, []
     except ValidationError as exc:
         return None, validation_problems(exc, prefix)
 

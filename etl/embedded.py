@@ -65,8 +65,8 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://{self.host}:{self.port}"
-        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        self._log = open(self.log_path, "ab") if self.log_path else None
+        self.process = subprocess.Popen(
             [
                 broker_binary(),
                 "broker",

@@ -137,7 +137,7 @@ async def wait_for_broker(
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             try:
                 await admin.close()
-            except Exception:  # noqa: S110 - closing a client that never connected
+            except Exception:
                 pass
             if attempts is not None and attempt >= attempts:
                 raise KafkaConnectionError(

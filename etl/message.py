@@ -35,7 +35,7 @@ def _decode(data: bytes | None, what: str) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordError(
-            f"{what} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 4]!r})",
+            f"{what} is not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 4]!r})",
             stage="decode",
         ) from None
 
@@ -101,7 +101,9 @@ def encode_field(value: Any, field: str) -> bytes | None:
         try:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise RecordError(f"message[{field!r}] is not JSON-serialisable: {exc}", "transform")
+            raise RecordError(
+                f"message[{field!r}] is not JSON-serialisable: {exc}", "transform"
+            ) from None
     raise RecordError(
         f"message[{field!r}] is {type(value).__name__}; expected str, bytes, dict, list or None",
         stage="transform",

@@ -71,9 +71,8 @@ def plugin_config_model(kind: Kind, type_name: str) -> type[BaseModel]:
 
 def plugin_factory(kind: Kind, type_name: str) -> Any:
     """The implementation class; raises ``MissingExtraError`` naming the extra."""
-    from etl.errors import MissingExtraError
-
     import etl.builtin_plugins  # noqa: F401
+    from etl.errors import MissingExtraError
 
     plugin = get_plugin(kind, type_name)
     try:
@@ -87,4 +86,3 @@ def plugin_factory(kind: Kind, type_name: str) -> Any:
 def known_types(kind: Kind) -> list[str]:
     """Registered type names of one kind."""
     return sorted(t for k, t in _PLUGINS if k == kind)
-

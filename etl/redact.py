@@ -7,8 +7,12 @@ from collections.abc import Iterable
 
 MASK = "***"
 # user:password@ in URLs and DSNs, and key=value secrets in connection strings.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
-_KV_SECRET = re.compile(r"(?P<key>\b(?:password|passwd|pwd|secret|api_key|token)\s*=\s*)[^\s&;]+", re.I)
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I
+)
+_KV_SECRET = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|api_key|token)\s*=\s*)[^\s&;]+", re.I
+)
 
 
 class Redactor:

@@ -64,10 +64,10 @@ class PipelineSupervisor(Service):
             self.report_load_error(error)
         for spec in specs:
             await self.start_transform(spec)
-        for config in settings.sink_configs():
-            await self._start_plugin("sink", config)
-        for config in settings.source_configs():
-            await self._start_plugin("source", config)
+        for sink in settings.sink_configs():
+            await self._start_plugin("sink", sink)
+        for source in settings.source_configs():
+            await self._start_plugin("source", source)
         if not self.pipelines and not self.load_errors:
             log.warning(
                 "no pipelines: put transform files in %s or add sinks/sources to the config",
@@ -159,7 +159,7 @@ class PipelineSupervisor(Service):
         while not self.should_stop:
             try:
                 await self.publish_status()
-            except Exception as exc:  # noqa: BLE001 - status must not take the worker down
+            except Exception as exc:
                 log.debug("status publish failed error=%r", exc)
             await self.sleep(STATUS_INTERVAL)
 
@@ -177,5 +177,5 @@ class PipelineSupervisor(Service):
     async def on_stop(self) -> None:
         try:
             await self.publish_status()
-        except Exception:  # noqa: BLE001, S110 - last write is best effort
+        except Exception:
             pass

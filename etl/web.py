@@ -13,7 +13,7 @@ def register_views(app: Any) -> None:
     @app.page("/etl/status/")
     class StatusView(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            supervisor = getattr(app, "supervisor", None)
+            supervisor = getattr(app, "etl_supervisor", None)
             if supervisor is None:
                 return self.json({"worker": {"state": "starting"}, "pipelines": []})
             return self.json(supervisor.snapshot())

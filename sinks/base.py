@@ -126,7 +126,9 @@ class SinkPipeline(ConsumerPipeline):
     async def setup(self) -> None:
         errors_topic = self.config.runtime_error_topic or self.settings.errors.dead_letter_topic
         self.dead_letters = DeadLetterWriter(self.producer, errors_topic, self.redact)
-        wanted = {self.settings.errors.dead_letter_topic: self.settings.errors.dead_letter_partitions}
+        wanted = {
+            self.settings.errors.dead_letter_topic: self.settings.errors.dead_letter_partitions
+        }
         if self.config.runtime_error_topic:
             wanted[self.config.runtime_error_topic] = 1
         await ensure_topics(self.settings.kafka, wanted)
@@ -148,7 +150,10 @@ class SinkPipeline(ConsumerPipeline):
                 buffer.first_at = now
             buffer.records.extend(records)
             buffer.size += sum(record_size(r) for r in records)
-            if len(buffer.records) >= self.config.batch_size or buffer.size >= self.config.batch_bytes:
+            if (
+                len(buffer.records) >= self.config.batch_size
+                or buffer.size >= self.config.batch_bytes
+            ):
                 full.add(tp)
         return await self._flush(full) if full else {}
 
@@ -182,9 +187,7 @@ class SinkPipeline(ConsumerPipeline):
         for start in range(0, len(records), size):
             chunk = SinkBatch(records[start : start + size], flushed)
             failures.extend(await self._retrying(lambda c=chunk: self.sink.write(c), "write"))
-        commit = {
-            tp: self._buffers[tp].records[-1].offset + 1 for tp in flushed
-        }
+        commit = {tp: self._buffers[tp].records[-1].offset + 1 for tp in flushed}
         for tp in flushed:
             self._buffers[tp] = _Buffer()
         written = len(records) - len(failures)

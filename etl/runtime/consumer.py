@@ -170,9 +170,9 @@ class ConsumerPipeline(Service):
         )
 
     async def on_stop(self) -> None:
-        await self._shutdown(final=True)
+        await self._drain(final=True)
 
-    async def _shutdown(self, *, final: bool) -> None:
+    async def _drain(self, *, final: bool) -> None:
         consumer = self.consumer
         if consumer is not None and not self._halted:
             async with self._lock:
@@ -264,7 +264,7 @@ class ConsumerPipeline(Service):
                 text = self.redact(describe_error(exc))
                 self.status.fail(State.FAILED, f"retrying: {text}")
                 log.warning(
-                    "pipeline batch failed, will retry pipeline=%s attempt=%d error=%r retry_in=%.1fs",
+                    "pipeline batch failed, retrying pipeline=%s attempt=%d error=%r retry_in=%.1fs",
                     self.name,
                     retries,
                     text,
@@ -379,7 +379,7 @@ class ConsumerPipeline(Service):
         assigned = [tp for tp in self._assigned]
         try:
             ends = await consumer.end_offsets(assigned)
-        except Exception:  # noqa: BLE001 - status is best effort
+        except Exception:
             return
         for tp in assigned:
             progress = self._progress(tp)
@@ -387,5 +387,5 @@ class ConsumerPipeline(Service):
             if progress.committed is None:
                 try:
                     progress.committed = await consumer.committed(tp)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass

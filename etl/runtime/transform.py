@@ -23,7 +23,6 @@ from aiokafka.errors import (
     InvalidTimestampError,
     InvalidTopicError,
     MessageSizeTooLargeError,
-    RecordListTooLargeError,
     RecordTooLargeError,
     UnsupportedForMessageFormatError,
 )
@@ -177,30 +176,30 @@ class TransformPipeline(ConsumerPipeline):
             if not future.done():
                 try:
                     await future
-                except Exception:  # noqa: S110 - inspected below
+                except Exception:
                     pass
-            exc = future.exception()
-            if exc is None:
+            error: BaseException | None = future.exception()
+            if error is None:
                 continue
-            if what == "out" and isinstance(exc, RECORD_PRODUCE_ERRORS) and not stop:
-                retry = await self._dead_letter(record, "produce", exc)
+            if what == "out" and isinstance(error, RECORD_PRODUCE_ERRORS) and not stop:
+                retry = await self._dead_letter(record, "produce", error)
                 try:
                     await retry
                     produced -= 1
                     continue
                 except Exception as dlq_exc:
-                    exc = dlq_exc
-            if what == "out" and not isinstance(exc, RECORD_PRODUCE_ERRORS):
+                    error = dlq_exc
+            if what == "out" and not isinstance(error, RECORD_PRODUCE_ERRORS):
                 # The broker or the connection failed: nothing of this batch is committed;
                 # the runtime rewinds and retries it (at-least-once).
-                raise RetriableError(f"produce to {target!r} failed: {exc}") from exc
+                raise RetriableError(f"produce to {target!r} failed: {error}") from error
             # Under stop (or when a dead letter itself cannot be written): halt before it.
             safe = commit.get(tp)
             if safe is None or safe > record.offset:
                 commit[tp] = record.offset
             if halt is None:
                 stage = "dead-letter" if what == "dlq" else "produce"
-                halt = self._halt_reason(record, stage, exc)
+                halt = self._halt_reason(record, stage, error)
 
         self.status.produced += produced
         self.status.filtered += filtered

@@ -51,27 +51,51 @@ def kcat_path() -> str:
 
 
 def kcat_produce(
-    bootstrap: str, topic: str, lines: Iterable[str], *, key_delimiter: str = "\t",
-    partition: int | None = None, timeout: float = 120,
+    bootstrap: str,
+    topic: str,
+    lines: Iterable[str],
+    *,
+    key_delimiter: str = "\t",
+    partition: int | None = None,
+    timeout: float = 120,
 ) -> None:
     """Produce ``key<TAB>value`` lines with kcat (``-K``); waits for delivery."""
     argv = [kcat_path(), "-b", bootstrap, "-P", "-t", topic, "-K", key_delimiter, "-X", "acks=all"]
     if partition is not None:
         argv += ["-p", str(partition)]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    subprocess.run(argv, input=data, env=kcat_env(), check=True, timeout=timeout, capture_output=True)  # noqa: S603
+    subprocess.run(
+        argv, input=data, env=kcat_env(), check=True, timeout=timeout, capture_output=True
+    )
 
 
 def kcat_consume(
-    bootstrap: str, topic: str, *, count: int | None = None, timeout: float = 60,
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int | None = None,
+    timeout: float = 60,
     fmt: str = "%k\t%s\t%p\t%o\n",
 ) -> list[list[str]]:
     """Read the topic from the beginning to its end (or ``count`` messages) with kcat."""
-    argv = [kcat_path(), "-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e",
-            "-q", "-f", fmt, "-Z"]
+    argv = [
+        kcat_path(),
+        "-b",
+        bootstrap,
+        "-C",
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        fmt,
+        "-Z",
+    ]
     if count is not None:
         argv += ["-c", str(count)]
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         argv, env=kcat_env(), check=True, timeout=timeout, capture_output=True
     ).stdout.decode("utf-8", "backslashreplace")
     rows = [line.split("\t") for line in out.splitlines() if line]

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from etl.embedded import free_port, port_open
 
@@ -57,7 +58,7 @@ class PostgresServer:
     def dsn(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
-    def _demote(self) -> dict[str, object]:
+    def _demote(self) -> dict[str, Any]:
         if os.geteuid() != 0:
             self.user = pwd.getpwuid(os.geteuid()).pw_name
             return {}
@@ -70,24 +71,55 @@ class PostgresServer:
         demote = self._demote()
         data = self.base / "data"
         log = self.base / "postgres.log"
-        subprocess.run(  # noqa: S603
-            [_pg_bin("initdb"), "-D", str(data), "-U", self.user, "-A", "trust", "-E", "UTF8",
-             "--no-sync", "--locale=C.UTF-8"],
-            check=True, capture_output=True, **demote,  # type: ignore[arg-type]
+        subprocess.run(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+            **demote,
         )
         with open(log, "ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603
-                [_pg_bin("postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
-                 "-k", str(self.base), "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                **demote,  # type: ignore[arg-type]
+            self.process = subprocess.Popen(
+                [
+                    _pg_bin("postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(self.base),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **demote,
             )
         _wait_port(self.port, self.process, log, timeout)
         # The port opens a moment before connections are accepted.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready = subprocess.run(  # noqa: S603
+            ready = subprocess.run(
                 [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                 capture_output=True,
             )
@@ -105,12 +137,26 @@ class PostgresServer:
         demote = self._demote()
         log = self.base / "postgres.log"
         with open(log, "ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603
-                [_pg_bin("postgres"), "-D", str(self.base / "data"), "-p", str(self.port),
-                 "-h", "127.0.0.1", "-k", str(self.base), "-c", "fsync=off",
-                 "-c", "max_connections=200"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                **demote,  # type: ignore[arg-type]
+            self.process = subprocess.Popen(
+                [
+                    _pg_bin("postgres"),
+                    "-D",
+                    str(self.base / "data"),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(self.base),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **demote,
             )
         _wait_port(self.port, self.process, log, timeout)
 
@@ -151,22 +197,40 @@ class MariaDBServer:
 
     def _argv(self) -> list[str]:
         return [
-            shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults",
-            f"--datadir={self.data}", f"--port={self.port}", "--bind-address=127.0.0.1",
-            f"--socket={self.socket}", "--user=root", f"--log-bin={self.data}/binlog",
-            "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
-            f"--server-id={self.server_id}", f"--pid-file={self.base}/mysqld.pid",
-            "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0",
-            "--innodb-buffer-pool-size=64M", "--max-connections=200",
+            shutil.which("mariadbd") or "/usr/sbin/mariadbd",
+            "--no-defaults",
+            f"--datadir={self.data}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.socket}",
+            "--user=root",
+            f"--log-bin={self.data}/binlog",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--binlog-row-metadata=FULL",
+            f"--server-id={self.server_id}",
+            f"--pid-file={self.base}/mysqld.pid",
+            "--skip-name-resolve",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--sync-binlog=0",
+            "--innodb-buffer-pool-size=64M",
+            "--max-connections=200",
         ]
 
     def start(self, timeout: float = 60) -> MariaDBServer:
         self.base.mkdir(parents=True, exist_ok=True)
         install = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
-        subprocess.run(  # noqa: S603
-            [install, "--no-defaults", f"--datadir={self.data}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True,
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
         )
         self._spawn(timeout)
         return self
@@ -174,7 +238,7 @@ class MariaDBServer:
     def _spawn(self, timeout: float) -> None:
         log = self.base / "mariadb.log"
         with open(log, "ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 self._argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         _wait_port(self.port, self.process, log, timeout)

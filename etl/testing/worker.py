@@ -51,8 +51,8 @@ class WorkerProcess:
         self.status_path = Path(data.get("data_dir", config.parent / ".etl-data")) / "status.json"
 
     def start(self) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(  # noqa: S603
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "etl.cli", "worker", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
