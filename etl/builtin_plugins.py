@@ -2,7 +2,16 @@
 
 from etl.plugins import Plugin, register
 
-BUILTIN: list[Plugin] = []
+BUILTIN: list[Plugin] = [
+    Plugin("sink", "postgres", "sinks.postgres.config:PostgresSinkConfig",
+           "sinks.postgres.sink:PostgresSinkPipeline", "postgres"),
+    Plugin("sink", "mysql", "sinks.mysql.config:MySQLSinkConfig",
+           "sinks.mysql.sink:MySQLSinkPipeline", "mysql"),
+    Plugin("sink", "object_store", "sinks.object_store.config:ObjectStoreSinkConfig",
+           "sinks.object_store.sink:ObjectStoreSinkPipeline", "object_store"),
+    Plugin("sink", "http", "sinks.http.config:HttpSinkConfig",
+           "sinks.http.sink:HttpSinkPipeline", "http"),
+]
 
 for plugin in BUILTIN:
     register(plugin)

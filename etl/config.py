@@ -66,23 +66,60 @@ class KafkaSettings(BaseModel):
     #: Longest a pipeline may take between polls before the group evicts it.
     max_poll_interval_ms: int = Field(default=300000, ge=1000)
 
-    @model_validator(mode="after")
-    def _check_security(self) -> KafkaSettings:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_security(cls, data: Any, handler: Any) -> Any:
+        # Checked on the raw mapping and merged with the field errors, so that every
+        # problem is reported at once, not only after the fields are valid.
+        problems = _security_problems(data) if isinstance(data, dict) else []
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            details: list[Any] = [
+                {"type": e["type"], "loc": e["loc"], "input": e.get("input"), "ctx": e.get("ctx")}
+                if e.get("ctx")
+                else {"type": e["type"], "loc": e["loc"], "input": e.get("input")}
+                for e in exc.errors()
+            ]
+            details += [
+                {"type": "value_error", "loc": (), "input": data, "ctx": {"error": ValueError(p)}}
+                for p in problems
+            ]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+        if problems:
+            raise ValueError("; ".join(problems))
+        return model
         problems = []
-        if self.security_protocol.startswith("SASL_"):
-            if self.sasl_mechanism is None:
-                problems.append(f"sasl_mechanism is required with {self.security_protocol}")
-            if not self.sasl_username or self.sasl_password is None:
-                problems.append(
-                    f"sasl_username and sasl_password are required with {self.security_protocol}"
-                )
+        protocol = str(data.get("security_protocol") or "PLAINTEXT")
+        if protocol.startswith("SASL_"):
+            if not data.get("sasl_mechanism"):
+                problems.append(f"sasl_mechanism is required with {protocol}")
+            if not data.get("sasl_username") or not data.get("sasl_password"):
+                problems.append(f"sasl_username and sasl_password are required with {protocol}")
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
+            path = data.get(name)
+            if path and not Path(str(path)).is_file():
                 problems.append(f"{name}: file not found: {path}")
         if problems:
             raise ValueError("; ".join(problems))
-        return self
+        return data
+
+
+def _security_problems(data: dict[str, Any]) -> list[str]:
+    problems = []
+    protocol = str(data.get("security_protocol") or "PLAINTEXT")
+    if protocol.startswith("SASL_"):
+        if not data.get("sasl_mechanism"):
+            problems.append(f"sasl_mechanism is required with {protocol}")
+        if not data.get("sasl_username") or not data.get("sasl_password"):
+            problems.append(f"sasl_username and sasl_password are required with {protocol}")
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = data.get(name)
+        if path and not Path(str(path)).is_file():
+            problems.append(f"{name}: file not found: {path}")
+    return problems
 
 
 class ErrorSettings(BaseModel):
@@ -267,6 +304,8 @@ def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
             message = "field required"
         elif item["type"] == "extra_forbidden":
             message = "unknown option"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         lines.append(f"{format_error_location(prefix, tuple(item['loc']))}: {message}")
     return lines
 

@@ -21,11 +21,13 @@ from mode import Service
 from etl.config import ETLSettings
 from etl.errors import TransformLoadError
 from etl.kafka import describe_error, wait_for_broker
+from etl.ops.pause_store import PauseStore
 from etl.plugins import plugin_factory
 from etl.redact import Redactor
 from etl.runtime.status import PipelineStatus, State
 from etl.runtime.transform import TransformPipeline, ensure_dead_letter_topic
 from etl.transforms.loader import TransformSpec, discover_transforms
+from etl.transforms.reload import TransformWatcher
 
 log = logging.getLogger("etl.supervisor")
 
@@ -44,6 +46,9 @@ class PipelineSupervisor(Service):
         self.started_at = time.time()
         self.broker_ready = asyncio.Event()
         self.status_path = settings.data_dir / "status.json"
+        self.watcher: TransformWatcher | None = None
+        #: Pipelines the operator paused; they stay paused across restarts until resumed.
+        self.paused = PauseStore(settings.data_dir / "paused.json")
 
     async def on_start(self) -> None:
         self.add_future(self._boot())
@@ -73,6 +78,11 @@ class PipelineSupervisor(Service):
                 "no pipelines: put transform files in %s or add sinks/sources to the config",
                 settings.transforms_dir,
             )
+        # Started after the initial load; it first catches up with edits made meanwhile.
+        self.watcher = TransformWatcher(
+            self, settings.transforms_dir, loop=self.loop, beacon=self.beacon
+        )
+        await self.add_runtime_dependency(self.watcher)
 
     # ---- pipelines --------------------------------------------------------------
 
@@ -96,6 +106,11 @@ class PipelineSupervisor(Service):
         await self._add(f"transform:{spec.name}", pipeline)
         return pipeline
 
+    async def restart_transform(self, spec: TransformSpec) -> TransformPipeline:
+        """Stop a transform's pipeline (committing its progress) and start ``spec`` in its place."""
+        await self.stop_pipeline(f"transform:{spec.name}")
+        return await self.start_transform(spec)
+
     async def _start_plugin(self, kind: str, config: Any) -> None:
         key = f"{kind}:{config.name}"
         try:
@@ -117,6 +132,9 @@ class PipelineSupervisor(Service):
         await self._add(key, pipeline)
 
     async def _add(self, key: str, pipeline: Any) -> None:
+        if key in self.paused:
+            pipeline.pause()
+            log.info("pipeline starts paused pipeline=%s", key)
         self.pipelines[key] = pipeline
         await self.add_runtime_dependency(pipeline)
 
@@ -135,6 +153,33 @@ class PipelineSupervisor(Service):
             if key.split(":", 1)[1] == name:
                 return pipeline
         return None
+
+    def key_of(self, name: str) -> str:
+        """The ``kind:name`` key of a pipeline given by key or bare name; KeyError if none."""
+        if name in self.pipelines:
+            return name
+        keys = [key for key in self.pipelines if key.split(":", 1)[1] == name]
+        if len(keys) == 1:
+            return keys[0]
+        if keys:
+            raise KeyError(f"{name!r} is ambiguous: use one of {', '.join(sorted(keys))}")
+        raise KeyError(f"no pipeline {name!r} in this worker")
+
+    def pause(self, name: str) -> str:
+        """Pause a pipeline (by key or name) and remember it across restarts; returns its key."""
+        key = self.key_of(name)
+        self.pipelines[key].pause()
+        self.paused.add(key)
+        log.info("pipeline paused pipeline=%s", key)
+        return key
+
+    def resume(self, name: str) -> str:
+        """Resume a paused pipeline (by key or name); returns its key."""
+        key = self.key_of(name)
+        self.pipelines[key].resume()
+        self.paused.discard(key)
+        log.info("pipeline resumed pipeline=%s", key)
+        return key
 
     # ---- status -------------------------------------------------------------------
 

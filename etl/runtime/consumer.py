@@ -264,7 +264,7 @@ class ConsumerPipeline(Service):
                 text = self.redact(describe_error(exc))
                 self.status.fail(State.FAILED, f"retrying: {text}")
                 log.warning(
-                    "pipeline batch failed, retrying pipeline=%s attempt=%d error=%r retry_in=%.1fs",
+                    "batch failed, retrying pipeline=%s attempt=%d error=%r retry_in=%.1fs",
                     self.name,
                     retries,
                     text,

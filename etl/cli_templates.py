@@ -1,0 +1,181 @@
+"""``etl templates list`` and ``etl templates render``: the shipped transform templates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from etl.errors import TransformLoadError
+from etl.transforms.loader import compile_transform
+from etl.transforms.templates import (
+    TransformTemplate,
+    UnknownTemplateError,
+    get_template,
+    list_templates,
+    load_template_file,
+    render_template,
+)
+
+
+@click.group("templates")
+def templates_group() -> None:
+    """Transform templates: list them, or render one into an editable transform file."""
+
+
+def _param_rows(template: TransformTemplate) -> list[dict[str, Any]]:
+    rows = []
+    for name, field in template.params.model_fields.items():
+        required = field.is_required()
+        default = None
+        if not required:
+            default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        rows.append(
+            {
+                "name": name,
+                "type": _type_name(field.annotation),
+                "required": required,
+                "default": default,
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+@templates_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def list_command(as_json: bool) -> None:
+    """Every template with its description and params."""
+    items = [
+        {"name": t.name, "description": t.description, "params": _param_rows(t)}
+        for t in list_templates()
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2, default=str))
+        return
+    for item in items:
+        click.echo(f"{item['name']}\n  {item['description']}")
+        for row in item["params"]:
+            default = "required" if row["required"] else f"default {json.dumps(row['default'])}"
+            click.echo(f"    {row['name']} ({row['type']}; {default}): {row['description']}")
+        click.echo("")
+
+
+def _parse_params(template: TransformTemplate, pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; a value is YAML (``[a, b]``, ``true``) unless the param is text."""
+    fields = template.params.model_fields
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        field = fields.get(name)
+        if field is None or field.annotation is str:
+            params[name] = raw
+            continue
+        try:
+            params[name] = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{name}: {exc}", param_hint="--param") from None
+    return params
+
+
+def _fail(text: str) -> None:
+    click.echo(f"error: {text}", err=True)
+    raise SystemExit(2)
+
+
+@templates_group.command("render")
+@click.argument("name", required=False)
+@click.option("--param", "-p", "params", multiple=True, help="NAME=VALUE, repeatable.")
+@click.option("--source-topic", "-s", default=None, help="SOURCE_TOPIC of the transform.")
+@click.option("--target-topic", "-t", default=None, help="TARGET_TOPIC of the transform.")
+@click.option(
+    "--start-offset", type=click.Choice(["earliest", "latest"]), default="latest", show_default=True
+)
+@click.option("--on-error", type=click.Choice(["continue", "stop"]), default=None)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Render what a transforms/*.yaml file names (instead of NAME and options).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the transform to this file (e.g. transforms/x.py) instead of printing it.",
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file.")
+def render_command(
+    name: str | None,
+    params: tuple[str, ...],
+    source_topic: str | None,
+    target_topic: str | None,
+    start_offset: str,
+    on_error: str | None,
+    from_file: str | None,
+    output: str | None,
+    force: bool,
+) -> None:
+    """Render template NAME with its params into Python source of an editable transform."""
+    if from_file is not None:
+        if name or params or source_topic or target_topic:
+            _fail("--from takes everything from the file; give no NAME, --param or topics")
+        try:
+            source = load_template_file(from_file).extra["source"]
+        except TransformLoadError as exc:
+            _fail(str(exc))
+    else:
+        if not name:
+            _fail("give a template NAME (see `etl templates list`) or --from FILE.yaml")
+        if not source_topic or not target_topic:
+            _fail("--source-topic and --target-topic are required")
+        assert name is not None and source_topic is not None and target_topic is not None
+        try:
+            template = get_template(name)
+            source = render_template(
+                name,
+                _parse_params(template, params),
+                source_topic=source_topic,
+                target_topic=target_topic,
+                start_offset=start_offset,
+                on_error=on_error,
+                origin="etl templates render",
+            )
+        except UnknownTemplateError as exc:
+            _fail(str(exc))
+        except ValidationError as exc:
+            problems = [
+                f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".replace(
+                    "params.: ", "params: "
+                ).replace("Value error, ", "")
+                for e in exc.errors(include_url=False)
+            ]
+            _fail("invalid params:\n  " + "\n  ".join(problems))
+    if output is None:
+        click.echo(source, nl=False)
+        return
+    path = Path(output)
+    if path.exists() and not force:
+        _fail(f"{path} exists; use --force to overwrite it")
+    try:
+        spec = compile_transform(source, path)
+    except TransformLoadError as exc:
+        _fail(str(exc))
+    # Written whole and renamed, so a watching worker never loads a half-written file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(source, encoding="utf-8")
+    tmp.replace(path)
+    click.echo(f"wrote {path}: {spec.source_topic} -> {spec.target_topic}, version {spec.version}")

@@ -1,0 +1,1 @@
+"""Operating a worker: status views, pause state, metrics, message query and search."""

@@ -1,0 +1,273 @@
+"""Reading messages back for an operator: shared by ``etl query`` and ``etl search``.
+
+Both read with a consumer that joins no group (nothing is committed, no
+pipeline is disturbed) and assign the partitions they need explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from etl.config import KafkaSettings
+from etl.kafka import make_consumer, topic_partitions
+
+log = logging.getLogger("etl.ops")
+
+#: Bytes of a key or value shown on screen (the rest is cut; ``--out`` writes all).
+DISPLAY_LIMIT = 1024
+#: Stop reading a partition that yields nothing for this long although it is not at its end.
+IDLE_GIVE_UP_S = 15.0
+
+
+class MessageLookupError(Exception):
+    """A query or search that cannot run (unknown topic or partition, bad bounds)."""
+
+
+@dataclass
+class FoundMessage:
+    """One message as read back, with its coordinates."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, record: Any) -> FoundMessage:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            key=record.key,
+            value=record.value,
+            headers=list(record.headers or []),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.key or b"") + len(self.value or b"")
+
+    def to_dict(self, limit: int | None = DISPLAY_LIMIT) -> dict[str, Any]:
+        """JSON-ready form; key and value as text, cut at ``limit`` bytes (None: whole)."""
+        key, key_cut = display_text(self.key, limit)
+        value, value_cut = display_text(self.value, limit)
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "time": format_time(self.timestamp),
+            "key": key,
+            "value": value,
+            "key_size": None if self.key is None else len(self.key),
+            "value_size": None if self.value is None else len(self.value),
+            "truncated": key_cut or value_cut,
+        }
+
+
+def display_text(data: bytes | None, limit: int | None = DISPLAY_LIMIT) -> tuple[str | None, bool]:
+    """UTF-8 text of ``data`` cut at ``limit`` bytes (never mid-character); (text, was_cut)."""
+    if data is None:
+        return None, False
+    if limit is None or len(data) <= limit:
+        return data.decode("utf-8", "backslashreplace"), False
+    # An incremental decoder holds back a character split by the cut instead of mangling it.
+    decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+    return decoder.decode(data[:limit], final=False), True
+
+
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def parse_time(text: str) -> int:
+    """``YYYY-MM-DD HH:MM:SS`` (local time), ISO 8601 with an offset, or epoch ms -> epoch ms."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    for pattern in _TIME_FORMATS:
+        try:
+            return int(datetime.strptime(text, pattern).timestamp() * 1000)
+        except ValueError:
+            continue
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use 'YYYY-MM-DD HH:MM:SS' (local time), "
+            "ISO 8601 with an offset, or epoch milliseconds"
+        ) from None
+    return int(moment.timestamp() * 1000)
+
+
+def format_time(ms: int | None) -> str:
+    """Epoch milliseconds as local ``YYYY-MM-DD HH:MM:SS.mmm``."""
+    if ms is None or ms < 0:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def write_whole(messages: Iterable[FoundMessage], directory: Path) -> list[Path]:
+    """Write each key and value whole to ``DIR/TOPIC-PARTITION-OFFSET.key|.value``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for msg in messages:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", msg.topic) + f"-{msg.partition}-{msg.offset}"
+        for suffix, data in ((".key", msg.key), (".value", msg.value)):
+            if data is not None:
+                path = directory / (stem + suffix)
+                path.write_bytes(data)
+                written.append(path)
+    return written
+
+
+class TopicReader:
+    """A group-less consumer over chosen partitions of one topic."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.consumer: Any = None
+        self.partitions: list[TopicPartition] = []
+        self.begin: dict[TopicPartition, int] = {}
+        self.end: dict[TopicPartition, int] = {}
+
+    async def open(self, partition: int | None = None) -> None:
+        """Check the topic (and partition) exist, read their first and end offsets."""
+        counts = await topic_partitions(self.settings, [self.topic])
+        if self.topic not in counts:
+            raise MessageLookupError(f"topic {self.topic!r} does not exist")
+        count = counts[self.topic]
+        if partition is not None and not 0 <= partition < count:
+            raise MessageLookupError(
+                f"topic {self.topic!r} has partitions 0-{count - 1}, not {partition}"
+            )
+        wanted = range(count) if partition is None else [partition]
+        self.partitions = [TopicPartition(self.topic, p) for p in wanted]
+        self.consumer = make_consumer(
+            self.settings, group_id=None, start_offset="earliest", max_poll_records=500
+        )
+        await self.consumer.start()
+        self.consumer.assign(self.partitions)
+        self.begin = await self.consumer.beginning_offsets(self.partitions)
+        self.end = await self.consumer.end_offsets(self.partitions)
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def __aenter__(self) -> TopicReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def offsets_for_time(self, ms: int) -> dict[TopicPartition, int]:
+        """Per partition, where reading for messages at or after ``ms`` can start.
+
+        The broker's time index answers directly. An answer is used only when the
+        record at that offset carries the reported timestamp; otherwise (a broker
+        without a time index) reading starts at the first offset and the caller
+        skips older messages, which gives the same result, only slower.
+        """
+        answers = await self.consumer.offsets_for_times({tp: ms for tp in self.partitions})
+        out: dict[TopicPartition, int] = {}
+        for tp in self.partitions:
+            answer = answers.get(tp)
+            if answer is None:
+                out[tp] = self.end[tp]
+            elif await self._record_has(tp, answer.offset, answer.timestamp):
+                out[tp] = answer.offset
+            else:
+                log.debug("time index answer not trusted partition=%s", tp.partition)
+                out[tp] = self.begin[tp]
+        return out
+
+    async def _record_has(self, tp: TopicPartition, offset: int, timestamp: int) -> bool:
+        if not self.begin[tp] <= offset < self.end[tp]:
+            return False
+        self.consumer.seek(tp, offset)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline:
+            batch = await self.consumer.getmany(tp, timeout_ms=500, max_records=1)
+            for record in batch.get(tp, []):
+                return bool(record.offset == offset and record.timestamp == timestamp)
+        return False
+
+    async def read(
+        self,
+        starts: dict[TopicPartition, int],
+        stops: dict[TopicPartition, int],
+        handle: Callable[[Any], bool],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Read ``[start, stop)`` of each partition in offset order.
+
+        ``handle(record)`` returning True ends that partition early; ``progress(n)``
+        is told how many more offsets were passed (for a progress bar).
+        """
+        consumer = self.consumer
+        active: set[TopicPartition] = set()
+        for tp in self.partitions:
+            start, stop = starts.get(tp), stops.get(tp)
+            if start is not None and stop is not None and start < stop:
+                consumer.seek(tp, start)
+                active.add(tp)
+        passed = dict.fromkeys(active, 0)
+
+        def advance(tp: TopicPartition, upto: int) -> None:
+            upto = min(upto, stops[tp]) - starts[tp]
+            if progress is not None and upto > passed[tp]:
+                progress(upto - passed[tp])
+            passed[tp] = max(passed[tp], upto)
+
+        def finish(tp: TopicPartition) -> None:
+            active.discard(tp)
+            consumer.pause(tp)
+
+        idle = [tp for tp in self.partitions if tp not in active]
+        if idle:
+            consumer.pause(*idle)
+        if active:
+            consumer.resume(*active)
+        loop = asyncio.get_running_loop()
+        last_data = loop.time()
+        while active:
+            batch = await consumer.getmany(*active, timeout_ms=500)
+            if batch:
+                last_data = loop.time()
+            for tp, records in batch.items():
+                for record in records if tp in active else ():
+                    if record.offset >= stops[tp]:
+                        break
+                    advance(tp, record.offset + 1)
+                    if handle(record):
+                        finish(tp)
+                        break
+            for tp in list(active):
+                position = await consumer.position(tp)
+                if position >= stops[tp]:
+                    advance(tp, stops[tp])
+                    finish(tp)
+            if active and loop.time() - last_data > IDLE_GIVE_UP_S:
+                log.warning(
+                    "partitions gave no data, stopping topic=%s partitions=%s",
+                    self.topic,
+                    sorted(tp.partition for tp in active),
+                )
+                return

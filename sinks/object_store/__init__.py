@@ -1,0 +1,1 @@
+"""The object-store sink: Kafka records as JSON-lines, raw or Parquet objects."""
