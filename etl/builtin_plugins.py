@@ -3,6 +3,8 @@
 from etl.plugins import Plugin, register
 
 BUILTIN: list[Plugin] = [
+    Plugin("sink", "opensearch", "sinks.opensearch.config:OpenSearchSinkConfig",
+           "sinks.opensearch.sink:OpenSearchSinkPipeline", "opensearch"),
     Plugin("sink", "postgres", "sinks.postgres.config:PostgresSinkConfig",
            "sinks.postgres.sink:PostgresSinkPipeline", "postgres"),
     Plugin("sink", "mysql", "sinks.mysql.config:MySQLSinkConfig",

@@ -270,5 +270,11 @@ def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "backslashreplace")
 
 
+from etl.cli_templates import templates_group  # noqa: E402 - attaches to main above
+
+main.add_command(templates_group)
+
+import etl.cli_ops  # noqa: E402, F401 - attaches status/pause/resume/query/search
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
@@ -28,34 +28,48 @@ def templates_group() -> None:
 
 
 def _param_rows(template: TransformTemplate) -> list[dict[str, Any]]:
+    schema = template.params.model_json_schema()
+    required = set(schema.get("required", []))
+    fields = template.params.model_fields
     rows = []
-    for name, field in template.params.model_fields.items():
-        required = field.is_required()
-        default = None
-        if not required:
-            default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    for name, prop in schema.get("properties", {}).items():
         rows.append(
             {
                 "name": name,
-                "type": _type_name(field.annotation),
-                "required": required,
-                "default": default,
-                "description": field.description or "",
+                "type": _schema_type(prop),
+                "required": name in required,
+                "default": None
+                if name in required
+                else fields[name].get_default(call_default_factory=True, validated_data={}),
+                "description": prop.get("description", ""),
             }
         )
     return rows
 
 
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return text or str(annotation).replace("typing.", "")
+_TYPE_NAMES = {"string": "text", "integer": "int", "boolean": "bool", "number": "number"}
+
+
+def _schema_type(prop: dict[str, Any]) -> str:
+    """A short type name from a JSON-schema property: ``text``, ``list of text``, ..."""
+    if "enum" in prop:
+        return "|".join(str(value) for value in prop["enum"])
+    if "anyOf" in prop:
+        kinds = [_schema_type(p) for p in prop["anyOf"] if p.get("type") != "null"]
+        return " or ".join(kinds)
+    kind = prop.get("type")
+    if kind == "array":
+        return f"list of {_schema_type(prop.get('items', {}))}"
+    if kind == "object":
+        return f"map of text to {_schema_type(prop.get('additionalProperties', {}))}"
+    return _TYPE_NAMES.get(str(kind), str(kind or "any"))
 
 
 @templates_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def list_command(as_json: bool) -> None:
     """Every template with its description and params."""
-    items = [
+    items: list[dict[str, Any]] = [
         {"name": t.name, "description": t.description, "params": _param_rows(t)}
         for t in list_templates()
     ]
@@ -89,7 +103,7 @@ def _parse_params(template: TransformTemplate, pairs: tuple[str, ...]) -> dict[s
     return params
 
 
-def _fail(text: str) -> None:
+def _fail(text: str) -> NoReturn:
     click.echo(f"error: {text}", err=True)
     raise SystemExit(2)
 
@@ -152,7 +166,6 @@ def render_command(
                 target_topic=target_topic,
                 start_offset=start_offset,
                 on_error=on_error,
-                origin="etl templates render",
             )
         except UnknownTemplateError as exc:
             _fail(str(exc))

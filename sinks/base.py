@@ -56,6 +56,12 @@ class SinkBatch:
 
     records: list[Any]
     partitions: set[TopicPartition] = field(default_factory=set)
+    #: True when a rejected record stops the pipeline (no error topic, no ``skip_error``,
+    #: ``on_error: stop``). A sink that can should then leave the records after a
+    #: partition's first rejected one unwritten: the pipeline commits nothing past the
+    #: rejected record, so they are read again after the restart. One that cannot may
+    #: write them (a keyed sink overwrites them on the second delivery).
+    halt_on_failure: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -183,10 +189,21 @@ class SinkPipeline(ConsumerPipeline):
         if not records:
             return {}
         size = self.config.batch_size
+        halt = self.halts_on_failure()
         failures: list[RecordFailure] = []
+        stopped: set[TopicPartition] = set()
         for start in range(0, len(records), size):
-            chunk = SinkBatch(records[start : start + size], flushed)
-            failures.extend(await self._retrying(lambda c=chunk: self.sink.write(c), "write"))
+            part = records[start : start + size]
+            if stopped:
+                # Under the stop rule nothing after a partition's rejected record is written.
+                part = [r for r in part if TopicPartition(r.topic, r.partition) not in stopped]
+                if not part:
+                    continue
+            chunk = SinkBatch(part, flushed, halt_on_failure=halt)
+            rejected = await self._retrying(lambda c=chunk: self.sink.write(c), "write")
+            failures.extend(rejected)
+            if halt:
+                stopped |= {TopicPartition(f.record.topic, f.record.partition) for f in rejected}
         commit = {tp: self._buffers[tp].records[-1].offset + 1 for tp in flushed}
         for tp in flushed:
             self._buffers[tp] = _Buffer()
@@ -196,6 +213,13 @@ class SinkPipeline(ConsumerPipeline):
         if failures:
             await self._route_failures(failures, commit)
         return commit
+
+    def halts_on_failure(self) -> bool:
+        """True when a rejected record stops this sink (see :meth:`_route_failures`)."""
+        config = self.config
+        return (
+            not config.runtime_error_topic and not config.skip_error and self.policy != "continue"
+        )
 
     async def _retrying(self, call: Any, what: str) -> Any:
         delay = self.config.retry_backoff_ms / 1000
@@ -258,8 +282,8 @@ class SinkPipeline(ConsumerPipeline):
                 )
             return
         # Neither an error topic nor skip_error: stop before the first bad record of
-        # each partition. Good records after it were written; they are written again
-        # (an overwrite for keyed sinks) when the sink is restarted.
+        # each partition. Records after it were not written (SinkBatch.halt_on_failure),
+        # or, by a sink that cannot hold them back, are overwritten when read again.
         first_bad: dict[TopicPartition, Any] = {}
         for failure in failures:
             tp = TopicPartition(failure.record.topic, failure.record.partition)

@@ -125,8 +125,10 @@ def compile_transform(
             problems.append((f"{attr} must be a non-empty string", lines.get(attr)))
     if isinstance(source_topic, str) and source_topic == target_topic:
         problems.append(
-            (f"SOURCE_TOPIC and TARGET_TOPIC are both {source_topic!r}; they must differ",
-             lines.get("TARGET_TOPIC"))
+            (
+                f"SOURCE_TOPIC and TARGET_TOPIC are both {source_topic!r}; they must differ",
+                lines.get("TARGET_TOPIC"),
+            )
         )
     func = namespace.get("deal_message")
     if func is None:
@@ -136,14 +138,18 @@ def compile_transform(
     start_offset = setting("START_OFFSET") or "latest"
     if start_offset not in START_OFFSETS:
         problems.append(
-            (f"START_OFFSET must be one of {', '.join(START_OFFSETS)}, not {start_offset!r}",
-             lines.get("START_OFFSET"))
+            (
+                f"START_OFFSET must be one of {', '.join(START_OFFSETS)}, not {start_offset!r}",
+                lines.get("START_OFFSET"),
+            )
         )
     on_error = setting("ON_ERROR")
     if on_error is not None and on_error not in POLICIES:
         problems.append(
-            (f"ON_ERROR must be one of {', '.join(POLICIES)}, not {on_error!r}",
-             lines.get("ON_ERROR"))
+            (
+                f"ON_ERROR must be one of {', '.join(POLICIES)}, not {on_error!r}",
+                lines.get("ON_ERROR"),
+            )
         )
     partitions = setting("TARGET_PARTITIONS")
     if partitions is not None and (not isinstance(partitions, int) or partitions < 1):

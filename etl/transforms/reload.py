@@ -54,6 +54,11 @@ def file_version(path: Path) -> str | None:
         return None
 
 
+def transform_files(directory: Path) -> set[str]:
+    """Names of the transform files in the directory now."""
+    return {p.name for p in directory.iterdir() if p.is_file() and is_transform_file(p)}
+
+
 def spec_file_version(spec: TransformSpec) -> str:
     """The content hash of the file a spec was loaded from."""
     return str(spec.extra.get("file_version", spec.version))
@@ -72,7 +77,7 @@ class TransformWatcher(Service):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.supervisor = supervisor
+        self.pipeline_supervisor = supervisor
         self.directory = Path(directory)
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
@@ -125,11 +130,11 @@ class TransformWatcher(Service):
 
     async def reconcile(self) -> None:
         """Bring the pipelines in line with the directory as it is now."""
-        on_disk = {p.name for p in self.directory.iterdir() if p.is_file() and is_transform_file(p)}
+        on_disk = transform_files(self.directory)
         for pipeline in list(self._transform_pipelines()):
             if pipeline.spec.path.name not in on_disk:
                 await self.reload_file(self.directory / pipeline.spec.path.name)
-        failed = {Path(path).name for path in self.supervisor.load_errors}
+        failed = {Path(path).name for path in self.pipeline_supervisor.load_errors}
         for name in sorted(on_disk - failed):
             await self.reload_file(self.directory / name)
 
@@ -137,13 +142,13 @@ class TransformWatcher(Service):
 
     async def reload_file(self, path: Path) -> None:
         """Apply the current state of one transform file."""
-        if self.supervisor.should_stop:
+        if self.pipeline_supervisor.should_stop:
             return
         pipeline = self._pipeline_for(path)
-        if not path.is_file():
+        version = file_version(path)
+        if version is None:
             await self._removed(path, pipeline)
             return
-        version = file_version(path)
         alive = pipeline is not None and not self._is_dead(pipeline)
         if alive and version == self.applied.get(path.name, spec_file_version(pipeline.spec)):
             self._clear_reload_error(pipeline)
@@ -153,7 +158,7 @@ class TransformWatcher(Service):
         except TransformLoadError as exc:
             self._load_failed(exc, pipeline if alive else None)
             return
-        other = self.supervisor.pipelines.get(f"transform:{spec.name}")
+        other = self.pipeline_supervisor.pipelines.get(f"transform:{spec.name}")
         if other is not None and other is not pipeline:
             self._load_failed(
                 TransformLoadError(
@@ -165,7 +170,7 @@ class TransformWatcher(Service):
         self.applied[path.name] = spec_file_version(spec)
         if pipeline is None:
             log.info("transform added file=%s version=%s", path, spec.version)
-            await self.supervisor.start_transform(spec)
+            await self.pipeline_supervisor.start_transform(spec)
         elif not alive or not pipeline.spec.same_topology(spec):
             reason = "pipeline had stopped" if not alive else "topics or options changed"
             log.info(
@@ -175,7 +180,7 @@ class TransformWatcher(Service):
                 pipeline.spec.version,
                 reason,
             )
-            await self.supervisor.restart_transform(spec)
+            await self.pipeline_supervisor.restart_transform(spec)
         else:
             self._clear_reload_error(pipeline)
             pipeline.swap(spec)
@@ -188,19 +193,25 @@ class TransformWatcher(Service):
             )
 
     async def _removed(self, path: Path, pipeline: Any) -> None:
-        for key in [k for k in self.supervisor.load_errors if Path(k).name == path.name]:
-            self.supervisor.load_errors.pop(key, None)
+        for key in [k for k in self.pipeline_supervisor.load_errors if Path(k).name == path.name]:
+            self.pipeline_supervisor.load_errors.pop(key, None)
         self.applied.pop(path.name, None)
         if pipeline is None:
             return
         key = f"transform:{pipeline.name}"
         log.info("transform removed file=%s pipeline=%s, stopping it", path, pipeline.name)
-        await self.supervisor.stop_pipeline(key)
+        await self.pipeline_supervisor.stop_pipeline(key)
         log.info("transform stopped pipeline=%s (progress committed)", pipeline.name)
+        # A file of the same name that could not start beside this one (x.py next to
+        # x.yaml, e.g. after ejecting a template) gets its turn now.
+        for key in list(self.pipeline_supervisor.load_errors):
+            sibling = Path(key)
+            if sibling.stem == pipeline.name and sibling.name != path.name:
+                await self.reload_file(self.directory / sibling.name)
 
     def _load_failed(self, exc: TransformLoadError, running: Any) -> None:
         if running is None:
-            self.supervisor.report_load_error(exc)
+            self.pipeline_supervisor.report_load_error(exc)
             return
         where = f"{exc.path}:{exc.line}" if exc.line else exc.path
         log.error(
@@ -220,7 +231,11 @@ class TransformWatcher(Service):
     # ---- helpers ----------------------------------------------------------------------------
 
     def _transform_pipelines(self) -> list[Any]:
-        return [p for key, p in self.supervisor.pipelines.items() if key.startswith("transform:")]
+        return [
+            p
+            for key, p in self.pipeline_supervisor.pipelines.items()
+            if key.startswith("transform:")
+        ]
 
     def _pipeline_for(self, path: Path) -> Any:
         for pipeline in self._transform_pipelines():

@@ -212,7 +212,9 @@ class RegexReplaceParams(TemplateParams):
         try:
             compiled = re.compile(self.pattern, flags)
         except re.error as exc:
-            raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}")
+            raise ValueError(
+                f"pattern {self.pattern!r} is not a valid regular expression: {exc}"
+            ) from None
         try:
             # re parses the replacement before searching, so bad group references show here.
             compiled.sub(self.replacement, "")

@@ -151,7 +151,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - the output is Python source, not HTML
+        autoescape=False,  # the output is Python source, not HTML
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -193,14 +193,18 @@ def render_template(
 # ---- transforms/*.yaml ----------------------------------------------------------------
 
 
+#: Kafka's legal topic names.
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+
+
 class TemplateFile(BaseModel):
     """The contents of a ``transforms/*.yaml`` file."""
 
     model_config = ConfigDict(extra="forbid")
 
     template: str = Field(min_length=1)
-    source_topic: str = Field(min_length=1)
-    target_topic: str = Field(min_length=1)
+    source_topic: str = Field(pattern=TOPIC_PATTERN)
+    target_topic: str = Field(pattern=TOPIC_PATTERN)
     params: dict[str, Any] = Field(default_factory=dict)
     start_offset: str = Field(default="latest", pattern="^(earliest|latest)$")
     on_error: str | None = Field(default=None, pattern="^(continue|stop)$")
@@ -242,15 +246,34 @@ def _line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def _problems(exc: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]:
-    out = []
+def _data_loc(data: Any, loc: Loc) -> Loc:
+    """The part of an error location found in the data (drops pydantic's union member tags)."""
+    kept: list[str | int] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            if isinstance(data, dict) and isinstance(part, str):
+                kept.append(part)  # a missing field: name it
+            break
+        kept.append(part)
+    return tuple(kept)
+
+
+def _problems(exc: ValidationError, data: Any, prefix: Loc) -> list[tuple[Loc, str]]:
+    """One ``(location, message)`` per problem; a union's alternatives become one message."""
+    merged: dict[Loc, list[str]] = {}
     for error in exc.errors(include_url=False):
-        loc = (*prefix, *error["loc"])
+        loc = _data_loc(data, tuple(error["loc"]))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown option"
-        out.append((loc, message))
-    return out
+        messages = merged.setdefault((*prefix, *loc), [])
+        if message not in messages:
+            messages.append(message)
+    return [(loc, " or ".join(messages)) for loc, messages in merged.items()]
 
 
 def _raise_problems(path: Path, problems: list[tuple[Loc, str]], lines: dict[Loc, int]) -> None:
@@ -284,7 +307,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
     try:
         spec_file = TemplateFile(**data)
     except ValidationError as exc:
-        _raise_problems(path, _problems(exc, ()), lines)
+        _raise_problems(path, _problems(exc, data, ()), lines)
         raise  # unreachable: _raise_problems raises
     if spec_file.source_topic == spec_file.target_topic:
         _raise_problems(
@@ -300,7 +323,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
     try:
         params = template.params(**spec_file.params)
     except ValidationError as exc:
-        _raise_problems(path, _problems(exc, ("params",)), lines)
+        _raise_problems(path, _problems(exc, spec_file.params, ("params",)), lines)
         raise
     source = render_template(
         template.name,

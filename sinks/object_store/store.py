@@ -87,7 +87,7 @@ class LocalStore(ObjectStore):
         return await self._guard("read", path, lambda: _thread(_read_or_none, path))
 
     async def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        return await asyncio.to_thread(os.path.exists, path)
 
 
 async def _thread(func: Callable[..., T], *args: Any) -> T:
@@ -148,7 +148,9 @@ class FsspecStore(ObjectStore):
             self._session = await self._guard("connect", self.location, self.fs.set_session)
             bucket = self.root.split("/", 1)[0]
             if not await self._guard("check bucket", bucket, lambda: self.fs._exists(bucket)):
-                raise FatalError(f"object store bucket {bucket!r} does not exist or is not readable")
+                raise FatalError(
+                    f"object store bucket {bucket!r} does not exist or is not readable"
+                )
 
     async def put(self, path: str, data: bytes) -> None:
         if self.is_async:

@@ -13,8 +13,15 @@ import string
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from etl.config import SinkConfigBase
 
@@ -162,15 +169,17 @@ class SqlSinkConfig(SinkConfigBase):
             check_identifier(name, "pk field")
         if len(set(value)) != len(value):
             raise ValueError("pk_fields has duplicates")
-        pk_mode, fmt, mode = info.data.get("pk_mode"), info.data.get("format"), info.data.get("mode")
+        pk_mode, fmt, mode = (
+            info.data.get("pk_mode"),
+            info.data.get("format"),
+            info.data.get("mode"),
+        )
         if value or pk_mode not in ("record_key", "record_value"):
             return value
         # Without pk_fields the whole key (value) column is the primary key.
         side = "KEY" if pk_mode == "record_key" else "VALUE"
         if fmt in ("CSV", "FLATTEN") or mode not in (side, "DEFAULT"):
-            raise ValueError(
-                f"pk_mode {pk_mode} with format {fmt} and mode {mode} needs pk_fields"
-            )
+            raise ValueError(f"pk_mode {pk_mode} with format {fmt} and mode {mode} needs pk_fields")
         return value
 
     @field_validator("delete_enabled")

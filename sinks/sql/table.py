@@ -100,12 +100,14 @@ def planned_columns(config: SqlSinkConfig) -> list[PlannedColumn]:
     """What ``auto_create`` creates, in the documents' order (fixed, data, ``pt``)."""
     pk = set(pk_columns(config))
     columns: list[PlannedColumn] = []
-    for name in [c for c in config.fixed_columns if c != "pt"]:
-        columns.append(PlannedColumn(name, FIXED_TYPES[name], None, name not in pk))
+    for fixed in [c for c in config.fixed_columns if c != "pt"]:
+        columns.append(PlannedColumn(fixed, FIXED_TYPES[fixed], None, fixed not in pk))
     for name in payload_columns(config):
         columns.append(PlannedColumn(name, PAYLOAD_TYPES[config.format], None, name not in pk))
     for spec in config.columns:
-        columns.append(PlannedColumn(spec.name, None, spec.type, spec.nullable and spec.name not in pk))
+        columns.append(
+            PlannedColumn(spec.name, None, spec.type, spec.nullable and spec.name not in pk)
+        )
     if "pt" in config.fixed_columns:
         columns.append(PlannedColumn("pt", FIXED_TYPES["pt"], None, "pt" not in pk))
     return columns

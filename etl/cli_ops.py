@@ -1,0 +1,381 @@
+"""Operator commands: ``etl status``, ``pause``, ``resume``, ``query`` and ``search``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from etl.cli import CONFIG_OPTION, _settings, main
+from etl.config import ETLSettings
+from etl.errors import ETLError
+from etl.ops.client import WorkerClient, WorkerRequestError, WorkerUnreachable, worker_url
+from etl.ops.messages import FoundMessage, MessageLookupError, display_text, parse_time
+
+T = TypeVar("T")
+
+URL_OPTION = click.option(
+    "--url",
+    default=None,
+    help="The worker's HTTP address (default: $ETL_WORKER_URL, else web.host/web.port).",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+OUT_OPTION = click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write each key and value whole to DIR/TOPIC-PARTITION-OFFSET.key|.value.",
+)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"etl: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _console() -> Console:
+    # Off a terminal rich would wrap at 80 columns; status tables need more.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+# ---- status ------------------------------------------------------------------------
+
+
+def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any], str]:
+    """The worker's status over HTTP, else from its ``status.json``; (snapshot, source)."""
+    base = worker_url(settings, url)
+    problem = "the worker's web server is off (web.enabled: false)"
+    if base is not None:
+        try:
+            return WorkerClient(base).status(), base
+        except (WorkerUnreachable, WorkerRequestError) as exc:
+            problem = str(exc)
+    path = settings.data_dir / "status.json"
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        _fail(f"{problem}; and no readable {path} (is a worker running with this config?)")
+    return snapshot, f"{path}; {problem}"
+
+
+@main.command()
+@CONFIG_OPTION
+@URL_OPTION
+@JSON_OPTION
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--iterations", type=int, default=None, hidden=True)
+def status(
+    config: str | None,
+    url: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    iterations: int | None,
+) -> None:
+    """State, rate, last error and per-partition lag of every pipeline of a worker."""
+    from rich.live import Live
+
+    from etl.ops.render import render_status
+
+    settings = _settings(config)
+    if not watch:
+        snapshot, source = fetch_status(settings, url)
+        if as_json:
+            click.echo(json.dumps(snapshot, indent=2, default=str))
+        else:
+            _console().print(render_status(snapshot, source))
+        return
+    count = 0
+    try:
+        if as_json:
+            while iterations is None or count < iterations:
+                snapshot, _ = fetch_status(settings, url)
+                click.echo(json.dumps(snapshot, default=str))
+                count += 1
+                time.sleep(interval)
+            return
+        console = _console()
+        with Live(console=console, auto_refresh=False, screen=False) as live:
+            while iterations is None or count < iterations:
+                snapshot, source = fetch_status(settings, url)
+                live.update(render_status(snapshot, source), refresh=True)
+                count += 1
+                if iterations is None or count < iterations:
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- pause / resume ------------------------------------------------------------------
+
+
+def _control(config: str | None, url: str | None, name: str, action: str) -> dict[str, Any]:
+    settings = _settings(config)
+    base = worker_url(settings, url)
+    if base is None:
+        _fail(
+            f"{action} talks to the worker over HTTP, but its web server is off "
+            "(web.enabled: false): turn it on or pass --url"
+        )
+    client = WorkerClient(base)
+    try:
+        return client.pause(name) if action == "pause" else client.resume(name)
+    except WorkerRequestError as exc:
+        _fail(f"{action} {name}: {exc}")
+    except WorkerUnreachable as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@CONFIG_OPTION
+@URL_OPTION
+@click.argument("name")
+def pause(config: str | None, url: str | None, name: str) -> None:
+    """Pause pipeline NAME (or KIND:NAME) until resumed, also across restarts."""
+    answer = _control(config, url, name, "pause")
+    key = answer["pipeline"]
+    click.echo(f"paused {key}; it stays paused across restarts until: etl resume {key}")
+
+
+@main.command()
+@CONFIG_OPTION
+@URL_OPTION
+@click.argument("name")
+def resume(config: str | None, url: str | None, name: str) -> None:
+    """Resume pipeline NAME after ``etl pause``."""
+    answer = _control(config, url, name, "resume")
+    click.echo(f"resumed {answer['pipeline']}")
+
+
+# ---- query / search -------------------------------------------------------------------
+
+
+def _time_option(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]], settings: ETLSettings) -> T:
+    from aiokafka.errors import KafkaError
+
+    from etl.kafka import wait_for_broker
+
+    async def go() -> T:
+        await wait_for_broker(settings.kafka, attempts=3)
+        return await make()
+
+    try:
+        return asyncio.run(go())
+    except (MessageLookupError, ETLError) as exc:
+        _fail(str(exc))
+    except (KafkaError, OSError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+
+
+def print_messages(messages: list[FoundMessage]) -> None:
+    """One block per message; key and value cut at 1 KB (``--out`` writes them whole)."""
+    from etl.ops.messages import format_time
+
+    for msg in messages:
+        click.echo(
+            f"partition {msg.partition}  offset {msg.offset}  time {format_time(msg.timestamp)}"
+        )
+        for label, data in (("key", msg.key), ("value", msg.value)):
+            text, cut = display_text(data)
+            shown = "(null)" if text is None else text
+            if cut:
+                shown += (
+                    f" ... [cut at 1 KB of {len(data or b'')} bytes; --out DIR writes it whole]"
+                )
+            click.echo(f"  {label + ':':<6} {shown}")
+        click.echo("")
+
+
+def _write_out(messages: list[FoundMessage], out: str | None, as_json: bool) -> None:
+    if out is None:
+        return
+    from etl.ops.messages import write_whole
+
+    paths = write_whole(messages, Path(out))
+    if not as_json:
+        click.echo(f"wrote {len(paths)} file(s) to {out}")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("topic")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None)
+@click.option("--offset", "-o", type=click.IntRange(min=0), default=None, help="Needs --partition.")
+@click.option("--time", "-t", "at", default=None, help="'YYYY-MM-DD HH:MM:SS' (local time).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Write keys/values whole."
+)
+@JSON_OPTION
+def query(
+    config: str | None,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    at: str | None,
+    limit: int,
+    out: str | None,
+    as_json: bool,
+) -> None:
+    """Show up to 10 messages of TOPIC from an offset (one partition) or a point in time."""
+    from etl.ops.query import query_by_offset, query_by_time
+
+    if (offset is None) == (at is None):
+        raise click.UsageError("give either --offset (with --partition) or --time")
+    if offset is not None and partition is None:
+        raise click.UsageError("--offset needs --partition")
+    at_ms = _time_option(at, "--time")
+    settings = _settings(config)
+    if at_ms is not None:
+        result = _run(
+            lambda: query_by_time(settings.kafka, topic, at_ms, partition, limit), settings
+        )
+    else:
+        assert offset is not None and partition is not None
+        result = _run(
+            lambda: query_by_offset(settings.kafka, topic, partition, offset, limit), settings
+        )
+    _write_out(result.messages, out, as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(1024), indent=2, ensure_ascii=False))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    print_messages(result.messages)
+    click.echo(f"{len(result.messages)} message(s)")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("topic")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None)
+@click.option("--offsets", default=None, help="Offset range A-B (inclusive), A- or -B.")
+@click.option("--key", "keys", multiple=True, help="Keyword in the key (repeatable, AND).")
+@click.option("--value", "values", multiple=True, help="Keyword in the value (repeatable, AND).")
+@click.option("--since", default=None, help="'YYYY-MM-DD HH:MM:SS' (local time), inclusive.")
+@click.option("--until", default=None, help="'YYYY-MM-DD HH:MM:SS' (local time), inclusive.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option(
+    "--index", "index_sink", default=None, help="Search the index of this OpenSearch sink."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Write keys/values whole."
+)
+@JSON_OPTION
+def search(
+    config: str | None,
+    topic: str,
+    partition: int | None,
+    offsets: str | None,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    limit: int,
+    index_sink: str | None,
+    out: str | None,
+    as_json: bool,
+) -> None:
+    """Find messages of TOPIC by partition, offsets, time and key/value keywords (AND).
+
+    A keyword matches anywhere in the key or value, case-insensitively; * stands
+    for any characters and ? for one.
+    """
+    from etl.ops.search import SearchQuery, parse_offset_range
+
+    first = last = None
+    if offsets is not None:
+        try:
+            first, last = parse_offset_range(offsets)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--offsets") from None
+    try:
+        query_ = SearchQuery(
+            partition=partition,
+            first_offset=first,
+            last_offset=last,
+            keys=list(keys),
+            values=list(values),
+            since_ms=_time_option(since, "--since"),
+            until_ms=_time_option(until, "--until"),
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = _settings(config)
+    if index_sink is not None:
+        result = _search_index(settings, index_sink, topic, query_)
+    else:
+        result = _scan(settings, topic, query_, show_progress=not as_json)
+    _write_out(result.messages, out, as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(1024), indent=2, ensure_ascii=False))
+        return
+    print_messages(result.messages)
+    summary = f"{len(result.messages)} match(es); scanned {result.scanned} of {result.to_scan}"
+    if result.source != "kafka":
+        summary = f"{len(result.messages)} match(es) of {result.scanned} in {result.source}"
+    if result.limit_reached:
+        summary += f"; stopped at --limit {limit}: narrow the search or raise the limit"
+    click.echo(summary)
+
+
+def _scan(settings: ETLSettings, topic: str, query_: Any, show_progress: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from etl.ops.search import search_topic
+
+    progress = Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not (show_progress and sys.stderr.isatty()),
+    )
+    task = progress.add_task("scan", total=None)
+    with progress:
+        return _run(
+            lambda: search_topic(
+                settings.kafka,
+                topic,
+                query_,
+                on_total=lambda total: progress.update(task, total=total),
+                on_progress=lambda n: progress.advance(task, n),
+            ),
+            settings,
+        )
+
+
+def _search_index(settings: ETLSettings, sink_name: str, topic: str, query_: Any) -> Any:
+    from etl.ops.search_index import search_index
+
+    sinks = {sink.name: sink for sink in settings.sink_configs()}
+    sink = sinks.get(sink_name)
+    if sink is None or sink.type != "opensearch":
+        names = sorted(name for name, s in sinks.items() if s.type == "opensearch")
+        _fail(
+            f"--index {sink_name}: no opensearch sink of that name in the config "
+            f"(opensearch sinks: {', '.join(names) or 'none'})"
+        )
+    try:
+        return search_index(sink, topic, query_)
+    except (MessageLookupError, ETLError) as exc:
+        _fail(str(exc))

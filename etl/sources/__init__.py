@@ -1,0 +1,1 @@
+"""Sources: pipelines that publish changes from outside systems into Kafka."""

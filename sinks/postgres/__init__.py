@@ -1,0 +1,1 @@
+"""PostgreSQL (and PostgreSQL-compatible warehouses) sink, on psycopg 3."""
