@@ -13,6 +13,8 @@ BUILTIN: list[Plugin] = [
            "sinks.object_store.sink:ObjectStoreSinkPipeline", "object_store"),
     Plugin("sink", "http", "sinks.http.config:HttpSinkConfig",
            "sinks.http.sink:HttpSinkPipeline", "http"),
+    Plugin("source", "mysql_binlog", "etl.sources.mysql_binlog.config:MySQLBinlogSourceConfig",
+           "etl.sources.mysql_binlog.source:MySQLBinlogSource", "mysql_binlog"),
 ]
 
 for plugin in BUILTIN:

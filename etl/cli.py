@@ -277,4 +277,8 @@ main.add_command(templates_group)
 import etl.cli_ops  # noqa: E402, F401 - attaches status/pause/resume/query/search
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run as ``python -m etl.cli``: use the imported module's group, to which the
+    # command modules above attached their commands, not this __main__ copy.
+    from etl.cli import main as entry
+
+    sys.exit(entry())

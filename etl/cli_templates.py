@@ -15,10 +15,12 @@ from etl.transforms.loader import compile_transform
 from etl.transforms.templates import (
     TransformTemplate,
     UnknownTemplateError,
+    format_problem,
     get_template,
     list_templates,
     load_template_file,
     render_template,
+    validation_problems,
 )
 
 
@@ -159,9 +161,10 @@ def render_command(
         assert name is not None and source_topic is not None and target_topic is not None
         try:
             template = get_template(name)
+            parsed = _parse_params(template, params)
             source = render_template(
                 name,
-                _parse_params(template, params),
+                parsed,
                 source_topic=source_topic,
                 target_topic=target_topic,
                 start_offset=start_offset,
@@ -171,10 +174,8 @@ def render_command(
             _fail(str(exc))
         except ValidationError as exc:
             problems = [
-                f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".replace(
-                    "params.: ", "params: "
-                ).replace("Value error, ", "")
-                for e in exc.errors(include_url=False)
+                format_problem(loc, message)
+                for loc, message in validation_problems(exc, parsed, ("params",))
             ]
             _fail("invalid params:\n  " + "\n  ".join(problems))
     if output is None:

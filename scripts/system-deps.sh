@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v kcat >/dev/null || need+=(kcat)
 command -v mariadbd >/dev/null || need+=(mariadb-server)
+command -v chromium >/dev/null || need+=(chromium)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -71,6 +71,10 @@ class Sink(Generic[ConfigT]):
     """Base class of a destination. Subclasses set ``config_model`` and implement the contract."""
 
     config_model: type[SinkConfigBase] = SinkConfigBase
+    #: True lets the pipeline poll and buffer the next batch while ``write`` runs (one
+    #: write in flight, offsets committed when it finishes); worth it when a write waits
+    #: on a server. False: each write finishes before the next poll.
+    overlap_writes: bool = False
 
     def __init__(self, config: ConfigT, *, settings: ETLSettings, redact: Redactor) -> None:
         self.config = config
@@ -128,6 +132,7 @@ class SinkPipeline(ConsumerPipeline):
         self.dead_letters: DeadLetterWriter | None = None
         self.written = 0
         self.skipped = 0
+        self._job: asyncio.Future[Commit] | None = None
 
     async def setup(self) -> None:
         errors_topic = self.config.runtime_error_topic or self.settings.errors.dead_letter_topic
@@ -139,9 +144,6 @@ class SinkPipeline(ConsumerPipeline):
             wanted[self.config.runtime_error_topic] = 1
         await ensure_topics(self.settings.kafka, wanted)
         await self._retrying(self.sink.open, "open")
-
-    async def teardown(self) -> None:
-        await self.sink.close()
 
     # ---- batching -------------------------------------------------------------------
 
@@ -161,35 +163,78 @@ class SinkPipeline(ConsumerPipeline):
                 or buffer.size >= self.config.batch_bytes
             ):
                 full.add(tp)
-        return await self._flush(full) if full else {}
+        return await self._dispatch(full) if full else self._finished()
 
     async def flush_due(self) -> Commit:
         linger = self.config.linger_ms / 1000
         now = time.monotonic()
         due = {tp for tp, b in self._buffers.items() if b.records and now - b.first_at >= linger}
-        return await self._flush(due) if due else {}
+        return await self._dispatch(due) if due else self._finished()
 
     async def flush_partitions(self, partitions: set[TopicPartition]) -> Commit:
-        return await self._flush({tp for tp in partitions if tp in self._buffers})
+        commit = await self._settle()
+        commit.update(await self._flush({tp for tp in partitions if tp in self._buffers}))
+        return commit
 
     def drop_partitions(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._buffers.pop(tp, None)
 
+    async def teardown(self) -> None:
+        job, self._job = self._job, None
+        if job is not None and not job.done():
+            job.cancel()  # stopping without a drain (halt, crash): nothing is committed
+        await self.sink.close()
+
+    # ---- writing ----------------------------------------------------------------------
+
+    async def _dispatch(self, partitions: set[TopicPartition]) -> Commit:
+        """Write these partitions' buffers: now, or (``overlap_writes``) in the background."""
+        if not self.sink.overlap_writes:
+            return await self._flush(partitions)
+        # One write in flight: the previous one finishes first, which keeps the order
+        # per partition and holds the poll loop back while the sink is slow.
+        commit = await self._settle()
+        taken = self._take(partitions)
+        if taken is not None:
+            self._job = asyncio.ensure_future(self._write(*taken))
+        return commit
+
+    def _finished(self) -> Commit:
+        """Offsets of a background write that has finished (raising what it raised)."""
+        job = self._job
+        if job is None or not job.done():
+            return {}
+        self._job = None
+        return job.result()
+
+    async def _settle(self) -> Commit:
+        """Wait for the background write, if any; its offsets."""
+        job, self._job = self._job, None
+        return await job if job is not None else {}
+
     async def _flush(self, partitions: set[TopicPartition]) -> Commit:
+        taken = self._take(partitions)
+        return await self._write(*taken) if taken is not None else {}
+
+    def _take(self, partitions: set[TopicPartition]) -> tuple[list[Any], Commit] | None:
+        """Empty these partitions' buffers: (their records in order, offsets to commit)."""
         records: list[Any] = []
-        flushed: set[TopicPartition] = set()
+        commit: Commit = {}
         for tp in sorted(partitions, key=lambda t: (t.topic, t.partition)):
             buffer = self._buffers.get(tp)
             if buffer is None or not buffer.records:
                 continue
-            # Several full batches may have piled up in one poll: write in batch_size slices.
             records.extend(buffer.records)
-            flushed.add(tp)
-        if not records:
-            return {}
+            commit[tp] = buffer.records[-1].offset + 1
+            self._buffers[tp] = _Buffer()
+        return (records, commit) if records else None
+
+    async def _write(self, records: list[Any], commit: Commit) -> Commit:
+        """Write in ``batch_size`` slices, route the rejected records; the offsets to commit."""
         size = self.config.batch_size
         halt = self.halts_on_failure()
+        flushed = set(commit)
         failures: list[RecordFailure] = []
         stopped: set[TopicPartition] = set()
         for start in range(0, len(records), size):
@@ -204,9 +249,6 @@ class SinkPipeline(ConsumerPipeline):
             failures.extend(rejected)
             if halt:
                 stopped |= {TopicPartition(f.record.topic, f.record.partition) for f in rejected}
-        commit = {tp: self._buffers[tp].records[-1].offset + 1 for tp in flushed}
-        for tp in flushed:
-            self._buffers[tp] = _Buffer()
         written = len(records) - len(failures)
         self.written += written
         self.status.produced += written

@@ -158,12 +158,24 @@ class TopicReader:
         wanted = range(count) if partition is None else [partition]
         self.partitions = [TopicPartition(self.topic, p) for p in wanted]
         self.consumer = make_consumer(
-            self.settings, group_id=None, start_offset="earliest", max_poll_records=500
+            self.settings, group_id=None, start_offset="earliest", max_poll_records=2000
         )
         await self.consumer.start()
         self.consumer.assign(self.partitions)
         self.begin = await self.consumer.beginning_offsets(self.partitions)
         self.end = await self.consumer.end_offsets(self.partitions)
+        await self._confirm_ends()
+
+    async def _confirm_ends(self) -> None:
+        # Some brokers (tansu) answer an end-offset request with the start of the
+        # last record batch + 1; a fetch of the last record reports the true end.
+        probe = {tp: self.end[tp] - 1 for tp in self.partitions if self.end[tp] > self.begin[tp]}
+        await self._first_records(probe)
+        for tp in probe:
+            stable = self.consumer.last_stable_offset(tp)
+            if stable is None or stable < 0:
+                stable = self.consumer.highwater(tp)
+            self.end[tp] = max(self.end[tp], stable or 0)
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -185,29 +197,36 @@ class TopicReader:
         skips older messages, which gives the same result, only slower.
         """
         answers = await self.consumer.offsets_for_times({tp: ms for tp in self.partitions})
-        out: dict[TopicPartition, int] = {}
-        for tp in self.partitions:
-            answer = answers.get(tp)
-            if answer is None:
-                out[tp] = self.end[tp]
-            elif await self._record_has(tp, answer.offset, answer.timestamp):
+        out = {tp: self.end[tp] for tp in self.partitions}
+        claimed = {
+            tp: answer
+            for tp, answer in answers.items()
+            if answer is not None and self.begin[tp] <= answer.offset < self.end[tp]
+        }
+        records = await self._first_records({tp: a.offset for tp, a in claimed.items()})
+        for tp, answer in claimed.items():
+            record = records.get(tp)
+            if record is not None and (record.offset, record.timestamp) == answer:
                 out[tp] = answer.offset
             else:
                 log.debug("time index answer not trusted partition=%s", tp.partition)
                 out[tp] = self.begin[tp]
         return out
 
-    async def _record_has(self, tp: TopicPartition, offset: int, timestamp: int) -> bool:
-        if not self.begin[tp] <= offset < self.end[tp]:
-            return False
-        self.consumer.seek(tp, offset)
+    async def _first_records(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """The first record at or after each offset, fetched side by side (10 s at most)."""
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset)
+        found: dict[TopicPartition, Any] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
-        while loop.time() < deadline:
-            batch = await self.consumer.getmany(tp, timeout_ms=500, max_records=1)
-            for record in batch.get(tp, []):
-                return bool(record.offset == offset and record.timestamp == timestamp)
-        return False
+        while len(found) < len(offsets) and loop.time() < deadline:
+            pending = [tp for tp in offsets if tp not in found]
+            batch = await self.consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batch.items():
+                if records and tp not in found:
+                    found[tp] = records[0]
+        return found
 
     async def read(
         self,
@@ -252,13 +271,18 @@ class TopicReader:
             if batch:
                 last_data = loop.time()
             for tp, records in batch.items():
-                for record in records if tp in active else ():
-                    if record.offset >= stops[tp]:
+                if tp not in active:
+                    continue
+                stop, upto = stops[tp], None
+                for record in records:
+                    if record.offset >= stop:
                         break
-                    advance(tp, record.offset + 1)
+                    upto = record.offset + 1
                     if handle(record):
                         finish(tp)
                         break
+                if upto is not None:
+                    advance(tp, upto)
             for tp in list(active):
                 position = await consumer.position(tp)
                 if position >= stops[tp]:

@@ -31,9 +31,9 @@ def _num(value: Any, digits: int = 0) -> str:
 def pipeline_table(snapshot: dict[str, Any]) -> Table:
     """State, rates, counters, lag and last error of every pipeline."""
     table = Table(title="Pipelines", title_justify="left", expand=False)
-    for header in ("PIPELINE", "KIND", "STATE", "IN/S", "OUT/S", "CONSUMED", "PRODUCED"):
-        table.add_column(header, justify="right" if header.endswith("/S") else "left")
-    for header in ("FILTERED", "DEAD-LETTERED", "LAG"):
+    for header in ("PIPELINE", "KIND", "STATE"):
+        table.add_column(header)
+    for header in ("IN/S", "OUT/S", "CONSUMED", "PRODUCED", "FILTERED", "DEAD-LETTERED", "LAG"):
         table.add_column(header, justify="right")
     table.add_column("LAST ERROR", overflow="fold", max_width=60)
     for item in snapshot.get("pipelines", []):

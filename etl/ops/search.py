@@ -19,10 +19,17 @@ from etl.ops.messages import FoundMessage, TopicReader
 DEFAULT_LIMIT = 10
 
 
-def keyword_pattern(keyword: str) -> re.Pattern[str]:
-    """A case-insensitive pattern for a keyword: phrase, with ``*``/``?`` wildcards."""
+Matcher = Callable[[str], bool]
+
+
+def keyword_matcher(keyword: str) -> Matcher:
+    """A case-insensitive test for a keyword: phrase, with ``*``/``?`` wildcards."""
     if not keyword:
         raise ValueError("a keyword must not be empty")
+    if "*" not in keyword and "?" not in keyword:
+        # A plain phrase: a substring test is several times faster than a regex.
+        needle = keyword.casefold()
+        return lambda text: needle in text.casefold()
     parts = []
     for char in keyword:
         if char == "*":
@@ -31,7 +38,8 @@ def keyword_pattern(keyword: str) -> re.Pattern[str]:
             parts.append(".")
         else:
             parts.append(re.escape(char))
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    pattern = re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    return lambda text: pattern.search(text) is not None
 
 
 def parse_offset_range(text: str) -> tuple[int | None, int | None]:
@@ -60,30 +68,36 @@ class SearchQuery:
     limit: int = DEFAULT_LIMIT
 
     def __post_init__(self) -> None:
-        self._keys = [keyword_pattern(k) for k in self.keys]
-        self._values = [keyword_pattern(v) for v in self.values]
         since, until = self.since_ms, self.until_ms
         if since is not None and until is not None and since > until:
             raise ValueError("--since is after --until")
         if self.limit < 1:
             raise ValueError("the result limit must be at least 1")
+        self.matches = self._predicate()
 
-    def matches(self, record: Any) -> bool:
-        """Whether a record meets the time and keyword conditions."""
-        if self.since_ms is not None and record.timestamp < self.since_ms:
-            return False
-        if self.until_ms is not None and record.timestamp > self.until_ms:
-            return False
-        return _all_match(self._keys, record.key) and _all_match(self._values, record.value)
+    def _predicate(self) -> Callable[[Any], bool]:
+        """Whether a record meets the time and keyword conditions (built once: it runs
+        for every scanned record)."""
+        since, until = self.since_ms, self.until_ms
+        keys = [keyword_matcher(k) for k in self.keys]
+        values = [keyword_matcher(v) for v in self.values]
 
+        def matches(record: Any) -> bool:
+            if since is not None and record.timestamp < since:
+                return False
+            if until is not None and record.timestamp > until:
+                return False
+            for matchers, data in ((keys, record.key), (values, record.value)):
+                if matchers:
+                    if data is None:
+                        return False
+                    text = data.decode("utf-8", "backslashreplace")
+                    for match in matchers:
+                        if not match(text):
+                            return False
+            return True
 
-def _all_match(patterns: list[re.Pattern[str]], data: bytes | None) -> bool:
-    if not patterns:
-        return True
-    if data is None:
-        return False
-    text = data.decode("utf-8", "backslashreplace")
-    return all(pattern.search(text) for pattern in patterns)
+        return matches
 
 
 @dataclass
@@ -136,14 +150,20 @@ async def search_topic(
         if on_total is not None:
             on_total(result.to_scan)
         found: list[FoundMessage] = []
+        matches, limit = query.matches, query.limit
 
         def consider(record: Any) -> bool:
-            result.scanned += 1
-            if query.matches(record):
+            if matches(record):
                 found.append(FoundMessage.from_record(record))
-            return len(found) >= query.limit
+            # Another partition may have reached the limit: stop this one too.
+            return len(found) >= limit
 
-        await reader.read(starts, stops, consider, on_progress)
+        def passed(count: int) -> None:
+            result.scanned += count
+            if on_progress is not None:
+                on_progress(count)
+
+        await reader.read(starts, stops, consider, passed)
     # Partitions are read side by side, so more than ``limit`` may have matched.
     found.sort(key=lambda m: (m.partition, m.offset))
     result.limit_reached = len(found) >= query.limit

@@ -237,6 +237,9 @@ class ConsumerPipeline(Service):
                     timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_batch_records
                 )
                 async with self._lock:
+                    if self.should_stop or self.consumer is None:
+                        # Stopped while polling: leave this batch uncommitted for the next owner.
+                        break
                     started = time.perf_counter()
                     commit: Commit = {}
                     if batch:
@@ -383,7 +386,10 @@ class ConsumerPipeline(Service):
             return
         for tp in assigned:
             progress = self._progress(tp)
-            progress.end = ends.get(tp)
+            # Some brokers report the end as the start of the last record batch + 1;
+            # the fetch high-water mark seen by this consumer is never below the truth.
+            known = [v for v in (ends.get(tp), consumer.highwater(tp)) if v is not None]
+            progress.end = max(known) if known else None
             if progress.committed is None:
                 try:
                     progress.committed = await consumer.committed(tp)

@@ -1,6 +1,6 @@
 """A continuous message flow for end-to-end tests and benchmarks.
 
-:class:`MessageFlow` produces numbered messages (value ``"<seq>"``, keys spread
+:class:`MessageFlow` produces numbered messages (value ``"<prefix><seq>"``, keys spread
 over a few values) to a source topic from a background thread, and records
 every record that arrives on the target topics, with its arrival time, from
 another thread. Tests then check that nothing was lost or doubled and measure
@@ -32,7 +32,7 @@ class Arrival:
 
 
 class MessageFlow:
-    """Produce ``0, 1, 2, ...`` to ``source`` until stopped; collect what reaches ``targets``."""
+    """Produce ``<prefix>0, <prefix>1, ...`` to ``source`` until stopped; collect ``targets``."""
 
     def __init__(
         self,
@@ -42,12 +42,14 @@ class MessageFlow:
         *,
         keys: int = 4,
         interval: float = 0.002,
+        prefix: str = "",
     ) -> None:
         self.bootstrap = bootstrap
         self.source = source
         self.targets = targets
         self.keys = keys
         self.interval = interval
+        self.prefix = prefix
         self.sent = 0
         self._arrivals: list[Arrival] = []
         self._lock = threading.Lock()
@@ -128,7 +130,7 @@ class MessageFlow:
     def _run(self, coro: Any) -> None:
         try:
             asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as exc:  # re-raised in the test thread
             self._errors.append(exc)
 
     def _raise_errors(self) -> None:
@@ -143,7 +145,8 @@ class MessageFlow:
         try:
             while self._producing.is_set():
                 key = f"k{seq % self.keys}".encode()
-                pending.append(await producer.send(self.source, str(seq).encode(), key))
+                value = f"{self.prefix}{seq}".encode()
+                pending.append(await producer.send(self.source, value, key))
                 seq += 1
                 if len(pending) >= 200:
                     await asyncio.gather(*pending)
@@ -168,7 +171,7 @@ class MessageFlow:
             for topic in self.targets:
                 parts = consumer.partitions_for_topic(topic)
                 if not parts:
-                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    await consumer._client.force_metadata_update()
                     parts = consumer.partitions_for_topic(topic) or set()
                 if not parts:
                     raise AssertionError(f"target topic {topic!r} does not exist")

@@ -19,6 +19,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -167,3 +169,17 @@ class SearchServer:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+@contextmanager
+def search_server_url() -> Iterator[str]:
+    """``ETL_TEST_OPENSEARCH``, or a fresh noida-db for the duration of the block.
+
+    Raises :class:`SearchServerUnavailable` (with the reason) when neither is there.
+    """
+    external = os.environ.get("ETL_TEST_OPENSEARCH")
+    if external:
+        yield external.rstrip("/")
+        return
+    with SearchServer() as server:
+        yield server.url

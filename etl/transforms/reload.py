@@ -86,6 +86,8 @@ class TransformWatcher(Service):
         self._stop_event = asyncio.Event()
 
     async def on_start(self) -> None:
+        # watchfiles logs every batch of changes at INFO; our own lines say what was done.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
         self.add_future(self._watch_forever())
 
     async def on_stop(self) -> None:

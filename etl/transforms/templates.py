@@ -262,7 +262,7 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     return tuple(kept)
 
 
-def _problems(exc: ValidationError, data: Any, prefix: Loc) -> list[tuple[Loc, str]]:
+def validation_problems(exc: ValidationError, data: Any, prefix: Loc = ()) -> list[tuple[Loc, str]]:
     """One ``(location, message)`` per problem; a union's alternatives become one message."""
     merged: dict[Loc, list[str]] = {}
     for error in exc.errors(include_url=False):
@@ -276,11 +276,13 @@ def _problems(exc: ValidationError, data: Any, prefix: Loc) -> list[tuple[Loc, s
     return [(loc, " or ".join(messages)) for loc, messages in merged.items()]
 
 
+def format_problem(loc: Loc, message: str) -> str:
+    """``params.prefix: message`` (or the bare message when there is no location)."""
+    return f"{'.'.join(str(part) for part in loc)}: {message}" if loc else message
+
+
 def _raise_problems(path: Path, problems: list[tuple[Loc, str]], lines: dict[Loc, int]) -> None:
-    text = "; ".join(
-        f"{'.'.join(str(part) for part in loc)}: {message}" if loc else message
-        for loc, message in problems
-    )
+    text = "; ".join(format_problem(loc, message) for loc, message in problems)
     line = next((ln for loc, _ in problems if (ln := _line_of(lines, loc))), None)
     raise TransformLoadError(str(path), text, line)
 
@@ -307,7 +309,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
     try:
         spec_file = TemplateFile(**data)
     except ValidationError as exc:
-        _raise_problems(path, _problems(exc, data, ()), lines)
+        _raise_problems(path, validation_problems(exc, data, ()), lines)
         raise  # unreachable: _raise_problems raises
     if spec_file.source_topic == spec_file.target_topic:
         _raise_problems(
@@ -323,7 +325,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
     try:
         params = template.params(**spec_file.params)
     except ValidationError as exc:
-        _raise_problems(path, _problems(exc, spec_file.params, ("params",)), lines)
+        _raise_problems(path, validation_problems(exc, spec_file.params, ("params",)), lines)
         raise
     source = render_template(
         template.name,

@@ -34,7 +34,7 @@ def register_views(app: Any) -> None:
     app.etl_history = history
 
     def supervisor() -> Any:
-        return getattr(app, "supervisor", None)
+        return getattr(app, "etl_supervisor", None)
 
     def snapshot() -> dict[str, Any]:
         sup = supervisor()

@@ -1,12 +1,12 @@
 """The MySQL / MariaDB sink on PyMySQL: multi-row ``INSERT`` (``... ON DUPLICATE KEY
-UPDATE`` for upserts) through ``executemany``.
+UPDATE`` for upserts), as large as the server's ``max_allowed_packet`` allows.
 
 PyMySQL is blocking, so every call runs on one thread of the sink's own (so the
 connection is never used by two threads at once) and the event loop never waits
-on the database. Identifiers are quoted with backticks (doubled inside), and
-``%`` is doubled because PyMySQL %-formats every statement it is given with
-parameters. The session runs in strict mode so that a bad value is a rejected
-row, never silently truncated.
+on the database. Identifiers are quoted with backticks (doubled inside); values
+are escaped as PyMySQL escapes them; in the statements PyMySQL %-formats (UPDATE,
+DELETE by key) ``%`` in identifiers is doubled. The session runs in strict mode so
+that a bad value is a rejected row, never silently truncated.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import pymysql
 import pymysql.err
+from pymysql import converters
+from pymysql.constants import SERVER_STATUS
 
 from etl.errors import FatalError
 from sinks.base import sink_pipeline_factory
@@ -58,8 +60,34 @@ RECORD_CLASSES = (pymysql.err.DataError, pymysql.err.IntegrityError)
 
 
 def quote(name: str) -> str:
-    """A backtick-quoted identifier, safe inside a statement PyMySQL %-formats."""
-    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+    """A backtick-quoted identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quote_fmt(name: str) -> str:
+    """A quoted identifier for a statement PyMySQL %-formats (with parameters)."""
+    return quote(name).replace("%", "%%")
+
+
+def literal_writer(conn: Any) -> Callable[[Any], str]:
+    """A value as an SQL literal, as PyMySQL escapes it, with fast paths for the common
+    types (a multi-row INSERT is mostly this)."""
+    escape = conn.escape
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        return escape  # type: ignore[no-any-return]
+    escape_string = converters.escape_string
+
+    def literal(value: Any) -> str:
+        kind = value.__class__
+        if kind is str:
+            return "'" + escape_string(value) + "'"
+        if value is None:
+            return "NULL"
+        if kind is int:
+            return str(value)
+        return escape(value)  # type: ignore[no-any-return]
+
+    return literal
 
 
 def ssl_context(config: MySQLSinkConfig, mode: str) -> ssl.SSLContext | None:
@@ -116,6 +144,8 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
     def __init__(self, config: MySQLSinkConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.conn: pymysql.connections.Connection[Any] | None = None
+        #: Longest INSERT in characters: a quarter of max_allowed_packet (4 bytes a char).
+        self._max_statement = 1 << 20
         self._executor: ThreadPoolExecutor | None = None
         self._savepoints = 0
 
@@ -133,7 +163,7 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
             raise pymysql.err.InterfaceError(0, "not connected")
         return self.conn
 
-    def _sql(self, query: str, args: Any = ()) -> list[tuple[Any, ...]]:
+    def _sql(self, query: str, args: Any = None) -> list[tuple[Any, ...]]:
         with self._conn().cursor() as cur:
             cur.execute(query, args)
             return list(cur.fetchall())
@@ -148,6 +178,8 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
             if exc.args and exc.args[0] in SETUP_ERRNOS:
                 raise FatalError(self.redact(f"cannot connect: {exc.args[-1]}")) from exc
             raise
+        packet = await self._run(self._sql, "SELECT @@max_allowed_packet")
+        self._max_statement = max(1 << 16, min(int(packet[0][0]), 64 << 20) // 4)
         self.log.info(
             "connected sink=%s host=%s port=%s database=%s user=%s",
             self.config.name,
@@ -255,38 +287,58 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
     # ---- writing ------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> None:
-        query, params = self._statement_sql(statement)
+        if statement.kind in ("insert", "upsert"):
+            await self._run(self._insert, statement)
+            return
+        query, params = self._keyed_sql(statement)
         if query:
             await self._run(self._executemany, query, params)
+
+    def _insert(self, statement: Statement) -> None:
+        """Multi-row INSERT (... ON DUPLICATE KEY UPDATE), as long as the server takes."""
+        conn = self._conn()
+        columns = statement.columns
+        names = ", ".join(quote(c) for c in columns)
+        head = f"INSERT INTO {quote(statement.table)} ({names}) VALUES "  # noqa: S608
+        tail = ""
+        if statement.kind == "upsert":
+            updates = [c for c in columns if c not in statement.pk]
+            assignments = [f"{quote(c)} = VALUES({quote(c)})" for c in updates] or [
+                f"{quote(statement.pk[0])} = {quote(statement.pk[0])}"
+            ]
+            tail = " ON DUPLICATE KEY UPDATE " + ", ".join(assignments)
+        literal = literal_writer(conn)
+        parts: list[str] = []
+        size = limit = self._max_statement - len(head) - len(tail)
+        with conn.cursor() as cur:
+            for op in statement.ops:
+                values = op.values
+                text = "(" + ",".join([literal(values[c]) for c in columns]) + ")"
+                if parts and len(text) >= size:
+                    cur.execute(head + ",".join(parts) + tail)
+                    parts, size = [], limit
+                parts.append(text)
+                size -= len(text) + 1
+            if parts:
+                cur.execute(head + ",".join(parts) + tail)
 
     def _executemany(self, query: str, params: list[tuple[Any, ...]]) -> None:
         with self._conn().cursor() as cur:
             cur.executemany(query, params)
 
-    def _statement_sql(self, statement: Statement) -> tuple[str, list[tuple[Any, ...]]]:
-        table = quote(statement.table)
-        columns = statement.columns
-        if statement.kind in ("insert", "upsert"):
-            names = ", ".join(quote(c) for c in columns)
-            marks = ", ".join(["%s"] * len(columns))
-            query = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608 - quoted
-            if statement.kind == "upsert":
-                updates = [c for c in columns if c not in statement.pk]
-                assignments = [f"{quote(c)} = VALUES({quote(c)})" for c in updates] or [
-                    f"{quote(statement.pk[0])} = {quote(statement.pk[0])}"
-                ]
-                query += " ON DUPLICATE KEY UPDATE " + ", ".join(assignments)
-            return query, statement.rows()
-        match = " AND ".join(f"{quote(c)} = %s" for c in statement.pk)
+    def _keyed_sql(self, statement: Statement) -> tuple[str, list[tuple[Any, ...]]]:
+        """UPDATE or DELETE by key, one statement per row (PyMySQL formats them)."""
+        table = quote_fmt(statement.table)
+        match = " AND ".join(f"{quote_fmt(c)} = %s" for c in statement.pk)
         if statement.kind == "delete":
             params = [tuple(op.values[c] for c in statement.pk) for op in statement.ops]
             return f"DELETE FROM {table} WHERE {match}", params  # noqa: S608 - quoted
-        sets = [c for c in columns if c not in statement.pk]
+        sets = [c for c in statement.columns if c not in statement.pk]
         if not sets:
             return "", []  # only the key: nothing to change
         order = sets + list(statement.pk)
         params = [tuple(op.values[c] for c in order) for op in statement.ops]
-        setters = ", ".join(f"{quote(c)} = %s" for c in sets)
+        setters = ", ".join(f"{quote_fmt(c)} = %s" for c in sets)
         return f"UPDATE {table} SET {setters} WHERE {match}", params  # noqa: S608 - quoted
 
     # ---- errors -------------------------------------------------------------------------

@@ -58,7 +58,11 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         settings = self.settings
         base = settings.config_path.parent if settings.config_path else Path.cwd()
         store = make_store(self.config, settings.data_dir / "object-store", base)
-        await store.open()
+        try:
+            await store.open()
+        except BaseException:
+            await store.close()
+            raise
         self.store = store
         self.layout = PathLayout(
             store.root,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from etl.errors import FatalError, RecordError
@@ -64,20 +64,91 @@ def describe_item_error(status: int, error: Any) -> str:
     return f"status {status} {text}"
 
 
-def cut_requests(ops: Sequence[BulkOp], max_actions: int, max_bytes: int) -> list[list[BulkOp]]:
+def cut_requests(ops: Iterable[BulkOp], max_actions: int, max_bytes: int) -> Iterator[list[BulkOp]]:
     """Consecutive slices of at most ``max_actions`` operations and ``max_bytes`` bytes."""
-    requests: list[list[BulkOp]] = []
     current: list[BulkOp] = []
     size = 0
     for op in ops:
         if current and (len(current) >= max_actions or size + op.size > max_bytes):
-            requests.append(current)
+            yield current
             current, size = [], 0
         current.append(op)
         size += op.size
     if current:
-        requests.append(current)
-    return requests
+        yield current
+
+
+class _Round:
+    """One pass over the operations: requests in flight side by side, ids kept in order.
+
+    A request waits for every earlier request that holds an operation on one of its
+    ids, so operations on one id are applied in offset order; the others run
+    ``max_in_flight`` at a time.
+    """
+
+    def __init__(self, writer: BulkWriter, max_in_flight: int) -> None:
+        self.writer = writer
+        self.gate = asyncio.Semaphore(max_in_flight)
+        self.retry: list[tuple[int, BulkOp]] = []
+        self.rejected: list[RecordFailure] = []
+        self.blocked: set[str] = set()
+        self.reason = ""
+
+    async def run(self, ops: Iterable[BulkOp]) -> None:
+        config = self.writer.config
+        last_for_id: dict[str, asyncio.Task[None]] = {}
+        tasks: list[asyncio.Task[None]] = []
+        position = 0
+        try:
+            for request in cut_requests(ops, config.bulk_actions, config.bulk_bytes):
+                entries = list(enumerate(request, start=position))
+                position += len(request)
+                after = {last_for_id[op.doc_id] for op in request if op.doc_id in last_for_id}
+                task = asyncio.ensure_future(self._request(entries, after))
+                for op in request:
+                    last_for_id[op.doc_id] = task
+                tasks.append(task)
+                # Let the request start before the next one is built.
+                await asyncio.sleep(0)
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # A request failed as a whole: stop the others, the pipeline retries the write.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _request(
+        self, entries: list[tuple[int, BulkOp]], after: set[asyncio.Task[None]]
+    ) -> None:
+        for earlier in after:
+            await asyncio.shield(earlier)
+        async with self.gate:
+            sendable = []
+            for entry in entries:
+                if entry[1].doc_id in self.blocked:
+                    self.retry.append(entry)
+                else:
+                    sendable.append(entry)
+            answered = await self.writer.send_request([op for _, op in sendable])
+        if answered is None:
+            return  # the server reported no item errors: all written
+        for entry, (op, item) in zip(sendable, answered, strict=True):
+            if op.doc_id in self.blocked:
+                # An earlier operation on this id is being retried: send this one
+                # again after it, so the last operation still wins.
+                self.retry.append(entry)
+                continue
+            outcome, why = item_outcome(op, item)
+            if outcome == RETRY:
+                self.blocked.add(op.doc_id)
+                self.retry.append(entry)
+                self.reason = self.reason or why
+            elif outcome == REJECT:
+                error = RecordError(
+                    f"OpenSearch rejected the document index={op.index} id={op.doc_id}: {why}"
+                )
+                self.rejected.append(RecordFailure(op.record, error))
 
 
 class BulkWriter:
@@ -89,28 +160,29 @@ class BulkWriter:
         self.sink_name = sink_name
         self.requests = 0
 
-    async def write(self, ops: Sequence[BulkOp]) -> list[RecordFailure]:
-        """Write every operation; return the rejected ones with the server's reason."""
+    async def write(self, ops: Iterable[BulkOp]) -> list[RecordFailure]:
+        """Write every operation; return the rejected ones with the server's reason.
+
+        ``ops`` may be a generator: requests are sent as soon as they are cut, so the
+        next ones are built while the first are in flight.
+        """
         config = self.config
         failures: list[RecordFailure] = []
-        pending = list(ops)
+        pending: Iterable[BulkOp] = ops
         delay = config.retry_backoff_ms / 1000
         attempt = 0
-        while pending:
-            lanes = self._lanes(pending)
-            results: list[tuple[list[BulkOp], list[RecordFailure], str]] = []
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._run_lane(lane)) for lane in lanes]
-            results = [task.result() for task in tasks]
-            pending = [op for retry, _, _ in results for op in retry]
-            failures.extend(f for _, rejected, _ in results for f in rejected)
-            if not pending:
-                break
+        while True:
+            round_ = _Round(self, config.max_in_flight)
+            await round_.run(pending)
+            failures.extend(round_.rejected)
+            if not round_.retry:
+                return failures
+            pending = [op for _, op in sorted(round_.retry, key=lambda entry: entry[0])]
             attempt += 1
-            reason = next(reason for _, _, reason in results if reason)
             if config.max_retries is not None and attempt > config.max_retries:
                 raise FatalError(
-                    f"{len(pending)} documents still refused after {attempt} attempts: {reason}"
+                    f"{len(pending)} documents still refused after {attempt} attempts: "
+                    f"{round_.reason}"
                 )
             log.warning(
                 "bulk items refused, retrying sink=%s documents=%d attempt=%d reason=%r "
@@ -118,58 +190,13 @@ class BulkWriter:
                 self.sink_name,
                 len(pending),
                 attempt,
-                reason,
+                round_.reason,
                 delay,
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, config.retry_backoff_max_ms / 1000)
-        return failures
 
-    def _lanes(self, ops: list[BulkOp]) -> list[list[BulkOp]]:
-        wanted = -(-len(ops) // self.config.bulk_actions)
-        count = max(1, min(self.config.max_in_flight, wanted))
-        if count == 1:
-            return [ops]
-        lanes: list[list[BulkOp]] = [[] for _ in range(count)]
-        for op in ops:
-            lanes[hash(op.doc_id) % count].append(op)
-        return [lane for lane in lanes if lane]
-
-    async def _run_lane(self, ops: list[BulkOp]) -> tuple[list[BulkOp], list[RecordFailure], str]:
-        """Send one lane's requests in order; return (to retry, rejected, a retry reason)."""
-        retry: list[BulkOp] = []
-        rejected: list[RecordFailure] = []
-        blocked: set[str] = set()
-        reason = ""
-        for request in cut_requests(ops, self.config.bulk_actions, self.config.bulk_bytes):
-            sendable = []
-            for op in request:
-                if op.doc_id in blocked:
-                    retry.append(op)
-                else:
-                    sendable.append(op)
-            answered = await self._send(sendable)
-            if answered is None:
-                continue  # the server reported no item errors: all written
-            for op, item in answered:
-                if op.doc_id in blocked:
-                    # An earlier operation on this id is being retried: send this one
-                    # again after it, so the last operation still wins.
-                    retry.append(op)
-                    continue
-                outcome, why = item_outcome(op, item)
-                if outcome == RETRY:
-                    blocked.add(op.doc_id)
-                    retry.append(op)
-                    reason = reason or why
-                elif outcome == REJECT:
-                    error = RecordError(
-                        f"OpenSearch rejected the document index={op.index} id={op.doc_id}: {why}"
-                    )
-                    rejected.append(RecordFailure(op.record, error))
-        return retry, rejected, reason
-
-    async def _send(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:
+    async def send_request(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:
         """Send one request; None when every item was written, else (op, item) pairs."""
         if not ops:
             return None
@@ -183,7 +210,7 @@ class BulkWriter:
             half = len(ops) // 2
             pairs = []
             for part in (ops[:half], ops[half:]):
-                answered = await self._send(part)
+                answered = await self.send_request(part)
                 pairs += answered if answered is not None else [(op, _WRITTEN) for op in part]
             return pairs
         items = response.get("items") or []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from etl.errors import FatalError, MissingExtraError, RecordError, RetriableError
@@ -22,6 +22,7 @@ from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp, DocumentBuilder
 
 try:
+    from aiohttp import ClientSSLError
     from opensearchpy import AsyncOpenSearch
     from opensearchpy.exceptions import (
         ConnectionError as SearchConnectionError,
@@ -139,7 +140,10 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
     def translate(self, exc: Exception, what: str) -> Exception:
         """Map a client error to RetriableError / FatalError with one clear line."""
         where = self.where
-        if isinstance(exc, SSLError):
+        if isinstance(exc, SSLError) or (
+            isinstance(exc, SearchConnectionError)
+            and isinstance(exc.info, ClientSSLError | ssl.SSLError)
+        ):
             return FatalError(
                 f"TLS failed talking to OpenSearch at {where}: {exc.info}; set ca_certs to the "
                 "CA that signed the server's certificate"
@@ -184,19 +188,30 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
 
     async def write(self, batch: SinkBatch) -> Sequence[RecordFailure]:
         failures: list[RecordFailure] = []
-        ops: list[BulkOp] = []
+        written = await self.bulk.write(self._operations(batch, failures))
+        return failures + written
+
+    def _operations(self, batch: SinkBatch, failures: list[RecordFailure]) -> Iterator[BulkOp]:
+        """The batch's bulk operations, built as they are sent; bad records go to ``failures``.
+
+        Under halt_on_failure a partition's records after its first bad one stay
+        unwritten (read again after the restart). A document the server rejects cannot
+        hold back its batch-mates: those are overwritten on redelivery.
+        """
         build = self.documents.build
+        halted: set[tuple[str, int]] = set()
         for record in batch.records:
+            if halted and (record.topic, record.partition) in halted:
+                continue
             try:
                 op = build(record)
             except RecordError as exc:
                 failures.append(RecordFailure(record, exc))
+                if batch.halt_on_failure:
+                    halted.add((record.topic, record.partition))
                 continue
             if op is not None:
-                ops.append(op)
-        if ops:
-            failures.extend(await self.bulk.write(ops))
-        return failures
+                yield op
 
 
 OpenSearchSinkPipeline = sink_pipeline_factory(OpenSearchSink)

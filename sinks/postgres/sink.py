@@ -81,11 +81,18 @@ def connection_params(config: PostgresSinkConfig) -> tuple[str, dict[str, Any]]:
     return conninfo, params
 
 
+def pid(*names: str) -> sql.Identifier:
+    """An identifier for a statement with parameters: psycopg reads every ``%`` of such
+    a statement as a placeholder, even inside quotes, so ``%`` is doubled."""
+    return sql.Identifier(*(name.replace("%", "%%") for name in names))
+
+
 class PostgresSink(SqlSink[PostgresSinkConfig]):
     """Writes records into PostgreSQL tables."""
 
     config_model = PostgresSinkConfig
     native_scalars = False
+    split_repeats = frozenset({"upsert"})
 
     def __init__(self, config: PostgresSinkConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -135,10 +142,11 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
 
     # ---- tables -------------------------------------------------------------------------
 
-    def ident(self, table: str) -> sql.Identifier:
-        """The table's (schema-qualified) identifier."""
+    def ident(self, table: str, *, params: bool = False) -> sql.Identifier:
+        """The table's (schema-qualified) identifier; see :func:`pid` for ``params``."""
         schema = self.config.table_schema
-        return sql.Identifier(schema, table) if schema else sql.Identifier(table)
+        names = (schema, table) if schema else (table,)
+        return pid(*names) if params else sql.Identifier(*names)
 
     async def describe_table(self, name: str) -> TableInfo | None:
         conn = self._conn()
@@ -217,17 +225,15 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
         action: sql.Composable
         if updates:
             action = sql.SQL("DO UPDATE SET {}").format(
-                sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
-                )
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(pid(c)) for c in updates)
             )
         else:
             action = sql.SQL("DO NOTHING")
         query = sql.SQL("INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {}").format(
-            self.ident(statement.table),
-            sql.SQL(", ").join(map(sql.Identifier, statement.columns)),
+            self.ident(statement.table, params=True),
+            sql.SQL(", ").join(map(pid, statement.columns)),
             sql.SQL(", ").join([row] * rows),
-            sql.SQL(", ").join(map(sql.Identifier, statement.pk)),
+            sql.SQL(", ").join(map(pid, statement.pk)),
             action,
         )
         if len(self._sql_cache) > 256:
@@ -249,8 +255,8 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
         if not sets:
             return  # only the key: nothing to change
         query = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-            self.ident(statement.table),
-            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in sets),
+            self.ident(statement.table, params=True),
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(pid(c)) for c in sets),
             self._key_match(statement.pk),
         )
         order = sets + list(statement.pk)
@@ -260,7 +266,7 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
 
     async def _delete(self, conn: psycopg.AsyncConnection[Any], statement: Statement) -> None:
         query = sql.SQL("DELETE FROM {} WHERE {}").format(
-            self.ident(statement.table), self._key_match(statement.pk)
+            self.ident(statement.table, params=True), self._key_match(statement.pk)
         )
         params = [[op.values[c] for c in statement.pk] for op in statement.ops]
         async with conn.cursor() as cur:
@@ -268,7 +274,7 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
 
     @staticmethod
     def _key_match(pk: tuple[str, ...]) -> sql.Composable:
-        return sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pk)
+        return sql.SQL(" AND ").join(sql.SQL("{} = %s").format(pid(c)) for c in pk)
 
     # ---- errors -------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from etl.config import SinkConfigBase
@@ -79,7 +78,7 @@ class SqlSinkConfig(SinkConfigBase):
 
     #: ``postgresql://user:pass@host:port/db?...`` or ``mysql://...``; or the parts below.
     dsn: SecretStr | None = None
-    host: str | None = None
+    host: str | None = Field(default=None, validate_default=True)
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = None
     password: SecretStr | None = None
@@ -87,7 +86,8 @@ class SqlSinkConfig(SinkConfigBase):
     #: Target table; ``{topic}`` is replaced by the record's topic.
     table: str
     format: Format = "TEXT"
-    mode: Mode = "DEFAULT"
+    #: Unset: DEFAULT for TEXT/BINARY (the documents' default), VALUE for the others.
+    mode: Mode = Field(default=None, validate_default=True)  # type: ignore[assignment]
     #: Window of the ``pt`` column: ``MM-dd-yyyy``, ``MM-dd-yyyy HH``, ``MM-dd-yyyy HH:mm``.
     partition_window_type: Window = "HOUR"
     #: ``system``: the time of writing (as the documents); ``record``: the record's timestamp.
@@ -97,21 +97,21 @@ class SqlSinkConfig(SinkConfigBase):
     #: Which fixed columns are written; ``[]`` writes only the record's fields.
     fixed_columns: list[FixedColumn] = Field(default_factory=lambda: list(FIXED_COLUMNS))
     insert_mode: InsertMode = "insert"
-    pk_mode: PkMode = "none"
-    pk_fields: list[str] = Field(default_factory=list)
+    pk_mode: PkMode = Field(default="none", validate_default=True)
+    pk_fields: list[str] = Field(default_factory=list, validate_default=True)
     #: ``put`` writes the whole row; ``update`` only the columns the record carries.
     write_mode: WriteMode = "put"
     #: A record with a null value (tombstone) deletes the row of its key.
-    delete_enabled: bool = False
+    delete_enabled: bool = Field(default=False, validate_default=True)
     #: Create a missing table (and add missing declared columns); never drops or alters.
     auto_create: bool = False
-    columns: list[ColumnSpec] = Field(default_factory=list)
+    columns: list[ColumnSpec] = Field(default_factory=list, validate_default=True)
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     #: A write that takes longer is abandoned and retried on a new connection.
     statement_timeout_s: float = Field(default=300.0, gt=0)
 
-    @field_validator("format", "mode", "partition_window_type", mode="before")
+    @field_validator("format", "partition_window_type", mode="before")
     @classmethod
     def _upper_names(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
@@ -141,6 +141,13 @@ class SqlSinkConfig(SinkConfigBase):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _default_mode(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return "DEFAULT" if info.data.get("format") in (None, "TEXT", "BINARY") else "VALUE"
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("mode")
     @classmethod
@@ -207,11 +214,12 @@ class SqlSinkConfig(SinkConfigBase):
                 raise ValueError(f"pk field {missing[0]!r} must be declared in columns")
         return value
 
-    @model_validator(mode="after")
-    def _connection(self) -> SqlSinkConfig:
-        if self.dsn is None and not self.host:
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.data.get("dsn") is None:
             raise ValueError("set dsn, or host (with port, user, password, database)")
-        return self
+        return value
 
     # ---- derived --------------------------------------------------------------------
 

@@ -78,7 +78,9 @@ class RowBuilder:
         self.pk_fields = pk_columns(config)
         self.zone = ZoneInfo(config.timezone)
         self.pt_format = PT_FORMATS[config.partition_window_type]
+        self.side = config.data_side().lower()
         self._pt_cache: tuple[int, str] = (-1, "")
+        self._plans: dict[str, _TablePlan] = {}
 
     # ---- pt --------------------------------------------------------------------------
 
@@ -149,40 +151,56 @@ class RowBuilder:
 
     # ---- rows -------------------------------------------------------------------------
 
+    def _plan(self, table: TableInfo) -> _TablePlan:
+        plan = self._plans.get(table.name)
+        if plan is None or plan.table is not table:
+            config = self.config
+            fill = data_columns(config, table) if config.write_mode == "put" else []
+            plan = self._plans[table.name] = _TablePlan(
+                table=table,
+                fields={},
+                template=dict.fromkeys(fill),
+                csv=csv_columns(config, table),
+                pk=tuple(table.resolve(c) or c for c in self.pk_fields),
+            )
+        return plan
+
     def build(self, record: Any, table: TableInfo) -> RowOp:
         """The row (or delete) for ``record`` in ``table``; raises RecordError."""
         config = self.config
+        plan = self._plan(table)
         if record.value is None and config.delete_enabled:
             pk = self._key_fields(record, table, {})
             return RowOp(record, table.name, pk, tuple(pk.values()), delete=True)
-        values: dict[str, Any] = {}
-        for name in self.fixed:
-            if name == "pt":
-                values["pt"] = self.pt(record)
-            else:
-                values[name] = getattr(record, name)
         fmt = config.format
-        side = config.data_side()
-        if fmt in ("TEXT", "BINARY", "JSON"):
+        values: dict[str, Any] = dict(plan.template) if fmt == "FLATTEN" else {}
+        for name in self.fixed:
+            values[name] = self.pt(record) if name == "pt" else getattr(record, name)
+        if fmt == "FLATTEN":
+            data = record.key if self.side == "key" else record.value
+            self._flatten(self._object(data, self.side, record), record, plan, values)
+        elif fmt == "CSV":
+            data = record.key if self.side == "key" else record.value
+            self._csv(data, self.side, record, plan, values)
+        else:
             if "key" in self.payload:
                 values["key"] = self._payload(record.key, "key", record)
             if "value" in self.payload:
                 values["value"] = self._payload(record.value, "value", record)
-        elif fmt == "CSV":
-            data = record.key if side == "KEY" else record.value
-            self._csv(data, side.lower(), record, table, values)
-        else:
-            data = record.key if side == "KEY" else record.value
-            self._flatten(self._object(data, side.lower(), record), record, table, values)
         if config.pk_mode == "record_key" and config.pk_fields:
             values.update(self._key_fields(record, table, values))
         elif config.pk_mode == "record_value" and config.pk_fields:
             self._value_fields(record, table, values)
-        key = self._key_of(values, table, record)
+        key: tuple[Any, ...] = ()
+        if plan.pk:
+            key = tuple(values.get(c) for c in plan.pk)
+            if None in key:
+                missing = self.pk_fields[key.index(None)]
+                raise RecordError(f"primary-key column {missing!r} of {where(record)} is null")
         return RowOp(record, table.name, values, key)
 
     def _csv(
-        self, data: bytes | None, what: str, record: Any, table: TableInfo, values: dict[str, Any]
+        self, data: bytes | None, what: str, record: Any, plan: _TablePlan, values: dict[str, Any]
     ) -> None:
         if data is None:
             raise RecordError(f"{what} of {where(record)} is null; format CSV needs text")
@@ -192,35 +210,45 @@ class RowBuilder:
         except csv.Error as exc:
             raise RecordError(f"{what} of {where(record)} is not valid CSV: {exc}") from None
         fields = rows[0] if rows else []
-        columns = csv_columns(self.config, table)
+        columns = plan.csv
         if len(fields) != len(columns):
             raise RecordError(
-                f"{what} of {where(record)} has {len(fields)} CSV fields; table {table.name} "
-                f"takes {len(columns)} ({', '.join(columns)})"
+                f"{what} of {where(record)} has {len(fields)} CSV fields; table "
+                f"{plan.table.name} takes {len(columns)} ({', '.join(columns)})"
             )
         for column, text_value in zip(columns, fields, strict=True):
             values[column] = text_value if text_value != "" else None
 
     def _flatten(
-        self, obj: dict[str, Any], record: Any, table: TableInfo, values: dict[str, Any]
+        self, obj: dict[str, Any], record: Any, plan: _TablePlan, values: dict[str, Any]
     ) -> None:
-        fixed = set(self.fixed)
+        fields = plan.fields
+        scalar = self.scalar
         for name, value in obj.items():
-            column = table.resolve(name)
+            column = fields.get(name)
             if column is None:
-                raise RecordError(
-                    f"field {name!r} of {where(record)} has no column in table {table.name}"
-                )
-            if column in fixed:
-                raise RecordError(
-                    f"field {name!r} of {where(record)} collides with the fixed column "
-                    f"{column!r}; leave it out of fixed_columns to write the field"
-                )
-            values[column] = self.scalar(value)
-        if self.config.write_mode == "put":
-            # put writes the whole row: a field the record lacks becomes NULL.
-            for column in data_columns(self.config, table):
-                values.setdefault(column, None)
+                column = self._field_column(plan, name)
+            if column.__class__ is _Rejected:
+                raise RecordError(f"field {name!r} of {where(record)} {column}")
+            # put: the template set every data column to NULL first (the whole row).
+            values[column] = value if value.__class__ is str else scalar(value)
+
+    def _field_column(self, plan: _TablePlan, name: str) -> str | _Rejected:
+        """The column of a JSON field, or why it has none; remembered per table."""
+        column = plan.table.resolve(name)
+        found: str | _Rejected
+        if column is None:
+            found = _Rejected(f"has no column in table {plan.table.name}")
+        elif column in self.fixed:
+            found = _Rejected(
+                f"collides with the fixed column {column!r}; "
+                "leave it out of fixed_columns to write the field"
+            )
+        else:
+            found = column
+        if len(plan.fields) < 10000:  # data with endless field names must not grow memory
+            plan.fields[name] = found
+        return found
 
     def _key_fields(self, record: Any, table: TableInfo, values: dict[str, Any]) -> dict[str, Any]:
         """Primary-key columns from the record's key (``pk_mode: record_key``)."""
@@ -269,16 +297,24 @@ class RowBuilder:
             raise RecordError(f"table {table.name} has no column {name!r}")
         return column
 
-    def _key_of(self, values: dict[str, Any], table: TableInfo, record: Any) -> tuple[Any, ...]:
-        if not self.pk_fields:
-            return ()
-        key = []
-        for name in self.pk_fields:
-            value = values.get(table.resolve(name) or name)
-            if value is None:
-                raise RecordError(f"primary-key column {name!r} of {where(record)} is null")
-            key.append(value)
-        return tuple(key)
+
+class _Rejected(str):
+    """Why a JSON field has no column (the end of the error message)."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class _TablePlan:
+    """What :meth:`RowBuilder.build` needs of one table, worked out once."""
+
+    table: TableInfo
+    #: JSON field -> column, or why not (filled as fields are seen).
+    fields: dict[str, str | _Rejected]
+    #: put mode: every data column set to NULL, overwritten by the record's fields.
+    template: dict[str, None]
+    csv: list[str]
+    pk: tuple[str, ...]
 
 
 def data_columns(config: SqlSinkConfig, table: TableInfo) -> list[str]:

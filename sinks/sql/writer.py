@@ -5,14 +5,14 @@ How a batch is written:
 1. each record becomes a :class:`~sinks.sql.rows.RowOp` (a record that cannot is
    a failure right away, and the others go on);
 2. the rows of a table are grouped into statements: consecutive rows of the same
-   kind (insert, upsert, update, delete) and columns; for keyed kinds, a later row
-   of the same key replaces an earlier one in the statement (the database would
-   end with the later one anyway);
+   kind (insert, upsert, update, delete) and columns, in record order (where a
+   database cannot change one row twice in a statement, a repeated key starts the
+   next statement);
 3. all statements run in one transaction. When the database rejects a row
    (bad value, constraint), the transaction is rolled back and written again with
    the rows isolated: each statement under a savepoint, split in halves until the
    rejected rows stand alone. Those are returned as failures; every other row is
-   written once, in order (no dedupe in this pass, so order per key is exact);
+   written once, in order;
 4. under the ``stop`` rule (``SinkBatch.halt_on_failure``) rows after a
    partition's first rejected record are left unwritten: the pipeline stops before
    that record and they are read again on restart.
@@ -72,9 +72,17 @@ class _Redo(Exception):
 
 
 def plan_statements(
-    ops: Sequence[RowOp], insert_mode: str, pk: tuple[str, ...], *, dedupe: bool
+    ops: Sequence[RowOp],
+    insert_mode: str,
+    pk: tuple[str, ...],
+    *,
+    split_repeats: frozenset[str] = frozenset(),
 ) -> list[Statement]:
-    """Group rows into statements, keeping the order of rows per table."""
+    """Group rows into statements, keeping the order of rows per table.
+
+    For the kinds in ``split_repeats`` a key seen again starts a new statement
+    (PostgreSQL's ON CONFLICT cannot change one row twice in one statement).
+    """
     by_table: dict[str, list[RowOp]] = {}
     for op in ops:
         by_table.setdefault(op.table, []).append(op)
@@ -84,22 +92,16 @@ def plan_statements(
         for op in table_ops:
             kind = "delete" if op.delete else insert_mode
             columns = tuple(op.values)
-            keyed = bool(op.key) and kind != "insert"
-            same = (
-                current is not None
-                and current.kind == kind
-                and (columns == current.columns or set(columns) == set(current.columns))
-            )
-            if same and keyed and op.key in current._keys:  # type: ignore[union-attr]
-                assert current is not None
-                if dedupe:
-                    current.ops[current._keys[op.key]] = op
-                    continue
-                same = False  # a repeated key starts a new statement: exact order
-            if not same or current is None:
+            split = kind in split_repeats and bool(op.key)
+            if (
+                current is None
+                or current.kind != kind
+                or (columns != current.columns and set(columns) != set(current.columns))
+                or (split and op.key in current._keys)
+            ):
                 current = Statement(table, kind, columns, pk, [])  # type: ignore[arg-type]
                 out.append(current)
-            if keyed:
+            if split:
                 current._keys[op.key] = len(current.ops)
             current.ops.append(op)
     return out
@@ -123,8 +125,12 @@ def after_first_failure(ops: Sequence[RowOp], failed: Sequence[Any]) -> list[Row
 class SqlSink(Sink[SqlConfigT]):
     """A table sink; subclasses implement the database hooks below."""
 
+    #: The next batch is read and built while the database writes this one.
+    overlap_writes = True
     #: Pass JSON numbers/booleans as Python values (else as text the database casts).
     native_scalars = False
+    #: Statement kinds in which one key may appear only once (see plan_statements).
+    split_repeats: frozenset[str] = frozenset()
 
     def __init__(self, config: SqlConfigT, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -208,7 +214,7 @@ class SqlSink(Sink[SqlConfigT]):
             ) from exc
         except Exception as exc:
             kind = self.classify(exc)
-            text = self.redact(describe_error(exc))
+            text = " ".join(self.redact(describe_error(exc)).split())
             if kind == "retriable":
                 await self._reset()
                 raise RetriableError(text) from exc
@@ -227,10 +233,9 @@ class SqlSink(Sink[SqlConfigT]):
         tables: dict[str, TableInfo] = {}
         build = self.rows.build
         for record in batch.records:
-            name = self.config.table_for(record.topic)
-            table = tables.get(name)
+            table = tables.get(record.topic)
             if table is None:
-                table = tables[name] = await self.table(name)
+                table = tables[record.topic] = await self.table(self.config.table_for(record.topic))
             try:
                 ops.append(build(record, table))
             except RecordError as exc:
@@ -285,20 +290,22 @@ class SqlSink(Sink[SqlConfigT]):
     def _pk(self, table: TableInfo) -> tuple[str, ...]:
         return tuple(table.resolve(c) or c for c in pk_columns(self.config))
 
-    def _plan(self, ops: Sequence[RowOp], *, dedupe: bool) -> list[Statement]:
+    def _plan(self, ops: Sequence[RowOp]) -> list[Statement]:
         out: list[Statement] = []
         by_table: dict[str, list[RowOp]] = {}
         for op in ops:
             by_table.setdefault(op.table, []).append(op)
         for name, table_ops in by_table.items():
             pk = self._pk(self._tables[name])
-            out += plan_statements(table_ops, self.config.insert_mode, pk, dedupe=dedupe)
+            out += plan_statements(
+                table_ops, self.config.insert_mode, pk, split_repeats=self.split_repeats
+            )
         return out
 
     async def _apply(self, ops: list[RowOp], *, halt: bool) -> list[RecordFailure]:
         try:
             async with self.transaction():
-                for statement in self._plan(ops, dedupe=True):
+                for statement in self._plan(ops):
                     await self.execute(statement)
             return []
         except Exception as exc:
@@ -311,22 +318,28 @@ class SqlSink(Sink[SqlConfigT]):
                 self.redact(describe_error(exc)),
             )
         excluded: set[int] = set()
+        rejected: dict[int, tuple[RowOp, BaseException]] = {}
         while True:
             live = [op for op in ops if id(op) not in excluded]
             bad: list[tuple[RowOp, BaseException]] = []
             try:
                 async with self.transaction():
-                    for statement in self._plan(live, dedupe=False):
+                    for statement in self._plan(live):
                         await self._isolate(statement, bad)
                     if halt and bad:
                         past = after_first_failure(live, [op.record for op, _ in bad])
                         bad_ids = {id(op) for op, _ in bad}
                         if any(id(op) not in bad_ids for op in past):
-                            excluded |= {id(op) for op in past}
+                            # Rows past the stop were written: undo, and leave them out.
+                            rejected.update((id(op), (op, exc)) for op, exc in bad)
+                            excluded |= {id(op) for op in past} | bad_ids
                             raise _Redo
             except _Redo:
                 continue
-            return [RecordFailure(op.record, self._record_error(exc)) for op, exc in bad]
+            rejected.update((id(op), (op, exc)) for op, exc in bad)
+            position = {id(op): index for index, op in enumerate(ops)}
+            found = sorted(rejected.values(), key=lambda item: position[id(item[0])])
+            return [RecordFailure(op.record, self._record_error(exc)) for op, exc in found]
 
     async def _isolate(self, statement: Statement, bad: list[tuple[RowOp, BaseException]]) -> None:
         try:

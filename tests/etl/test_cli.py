@@ -84,7 +84,7 @@ def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> 
             try:
                 status = json.loads(status_path.read_text())
                 if all(p["state"] == "running" and p["partitions"] for p in status["pipelines"]) \
-                        and len(status["pipelines"]) == 2:
+                        and len(status["pipelines"]) == 3:
                     break
             except (OSError, ValueError, KeyError):
                 pass

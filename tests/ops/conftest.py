@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from click.testing import CliRunner, Result
 
 from etl.embedded import free_port
 from etl.testing.kafka import create_topic
@@ -27,11 +31,32 @@ def deal_message(message):
 """
 
 
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll ``predicate`` until it returns something true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (urllib.error.URLError, OSError, KeyError):
+            last = None
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def total_lag(item: dict[str, Any]) -> int | None:
+    lags = [p["lag"] for p in item.get("partitions", {}).values()]
+    return None if not lags or None in lags else sum(lags)
+
+
 @dataclass
 class OpsWorker:
     """The worker under test, its topics and its HTTP address."""
 
     config: Path
+    bootstrap: str
     source: str
     target: str
     url: str
@@ -47,6 +72,36 @@ class OpsWorker:
             if item["name"] == name:
                 return dict(item)
         return {}
+
+    def settled(self, end: int, lag: int) -> bool:
+        """The status caught up: the partitions end at ``end`` in all, ``lag`` behind."""
+        item = self.pipeline()
+        ends = sum(p["end"] or 0 for p in item.get("partitions", {}).values())
+        return ends == end and total_lag(item) == lag
+
+    def send(self, start: int, count: int) -> None:
+        """Messages ``m<start>`` ... to the source, one record per request: the test
+        broker (tansu) reports a partition's end as the start of its last batch + 1."""
+
+        async def go() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for i in range(start, start + count):
+                    await producer.send_and_wait(
+                        self.source, f"m{i}".encode(), f"k{i % 5}".encode()
+                    )
+            finally:
+                await producer.stop()
+
+        asyncio.run(go())
+
+    def cli(self, *args: str) -> Result:
+        from etl.cli import main
+
+        return CliRunner().invoke(
+            main, [*args, "-c", str(self.config), "--url", self.url], catch_exceptions=False
+        )
 
     def restart(self) -> None:
         self.process.stop()
@@ -71,9 +126,21 @@ def ops_worker(tmp_path: Path, kafka_bootstrap: str, uid: str) -> Iterator[OpsWo
         web={"enabled": True, "host": "127.0.0.1", "port": port},
     )
     worker = OpsWorker(
-        config, source, target, f"http://127.0.0.1:{port}", WorkerProcess(config).start()
+        config,
+        kafka_bootstrap,
+        source,
+        target,
+        f"http://127.0.0.1:{port}",
+        WorkerProcess(config).start(),
     )
     try:
+        worker.process.wait_running("suffix")
         yield worker
     finally:
         worker.process.stop()
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """:func:`wait_until` for tests."""
+    return wait_until

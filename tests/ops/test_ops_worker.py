@@ -4,67 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from etl.cli import main
-from etl.testing.kafka import produce, read_all, wait_count
+from etl.testing.kafka import read_all, wait_count
 
 pytestmark = pytest.mark.kafka
 
 OpsWorker = Any  # the ops_worker fixture (tests/ops/conftest.py)
 
 
-def cli(worker: OpsWorker, *args: str) -> Any:
-    return CliRunner().invoke(
-        main, [*args, "-c", str(worker.config), "--url", worker.url], catch_exceptions=False
-    )
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (urllib.error.URLError, OSError, KeyError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-def total_lag(item: dict[str, Any]) -> int | None:
-    lags = [p["lag"] for p in item.get("partitions", {}).values()]
-    return None if not lags or None in lags else sum(lags)
-
-
-def send(worker: OpsWorker, bootstrap: str, start: int, count: int) -> None:
-    items = [(f"k{i % 5}", f"m{i}") for i in range(start, start + count)]
-    asyncio.run(produce(bootstrap, worker.source, items))
-
-
 def test_lag_rises_while_paused_survives_restart_and_drains_on_resume(
-    ops_worker: OpsWorker, kafka_bootstrap: str
+    ops_worker: OpsWorker, wait_until: Any
 ) -> None:
     worker = ops_worker
-    worker.process.wait_running("suffix")
     wait_until(lambda: worker.pipeline().get("state") == "running", "HTTP status")
-    send(worker, kafka_bootstrap, 0, 20)
-    wait_until(
-        lambda: total_lag(worker.pipeline()) == 0 and worker.pipeline()["consumed"] == 20,
-        "20 consumed, lag 0",
-    )
+    worker.send(0, 20)
+    wait_until(lambda: worker.settled(20, 0), "20 consumed, lag 0")
 
     # etl status --json over HTTP: per partition committed, end and lag.
-    result = cli(worker, "status", "--json")
+    result = worker.cli("status", "--json")
     assert result.exit_code == 0, result.output
     item = next(p for p in json.loads(result.stdout)["pipelines"] if p["name"] == "suffix")
     assert item["state"] == "running" and item["key"] == "transform:suffix"
@@ -73,14 +36,14 @@ def test_lag_rises_while_paused_survives_restart_and_drains_on_resume(
     assert all(p["committed"] == p["end"] and p["lag"] == 0 for p in item["partitions"].values())
 
     # Pause from the CLI (HTTP); produce: lag goes up, nothing is written.
-    paused = cli(worker, "pause", "suffix")
+    paused = worker.cli("pause", "suffix")
     assert paused.exit_code == 0, paused.output
     assert "paused transform:suffix" in paused.stdout
     assert worker.pipeline()["state"] == "paused"
-    send(worker, kafka_bootstrap, 20, 30)
-    wait_until(lambda: total_lag(worker.pipeline()) == 30, "lag 30 while paused")
+    worker.send(20, 30)
+    wait_until(lambda: worker.settled(50, 30), "lag 30 while paused")
     assert worker.pipeline()["consumed"] == 20
-    assert len(asyncio.run(read_all(kafka_bootstrap, worker.target))) == 20
+    assert len(asyncio.run(read_all(worker.bootstrap, worker.target))) == 20
 
     # The metrics say the same.
     metrics = worker.get("/metrics")
@@ -92,23 +55,21 @@ def test_lag_rises_while_paused_survives_restart_and_drains_on_resume(
     # A restart keeps it paused.
     worker.restart()
     wait_until(
-        lambda: worker.pipeline().get("state") == "paused" and total_lag(worker.pipeline()) == 30,
+        lambda: worker.pipeline().get("state") == "paused" and worker.settled(50, 30),
         "paused after restart with lag 30",
     )
-    status_text = cli(worker, "status")
+    status_text = worker.cli("status")
     assert status_text.exit_code == 0
     assert "suffix" in status_text.stdout and "paused" in status_text.stdout
     assert f"{worker.source}/0" in status_text.stdout
     assert worker.pipeline()["consumed"] == 0
 
     # Resume: the lag drains to 0 and every message is written exactly once.
-    resumed = cli(worker, "resume", "transform:suffix")
+    resumed = worker.cli("resume", "transform:suffix")
     assert resumed.exit_code == 0 and "resumed transform:suffix" in resumed.stdout
-    wait_until(
-        lambda: total_lag(worker.pipeline()) == 0 and worker.pipeline()["consumed"] == 30,
-        "lag back to 0",
-    )
-    records = asyncio.run(wait_count(kafka_bootstrap, worker.target, 50))
+    wait_until(lambda: worker.settled(50, 0), "lag back to 0")
+    assert worker.pipeline()["consumed"] == 30
+    records = asyncio.run(wait_count(worker.bootstrap, worker.target, 50))
     values = Counter(r.value.decode() for r in records)
     assert values == Counter(f"m{i}-out" for i in range(50))
 
@@ -117,10 +78,9 @@ def test_lag_rises_while_paused_survives_restart_and_drains_on_resume(
     wait_until(lambda: worker.pipeline().get("state") == "running", "running after restart")
 
 
-def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, kafka_bootstrap: str) -> None:
+def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, wait_until: Any) -> None:
     worker = ops_worker
-    worker.process.wait_running("suffix")
-    send(worker, kafka_bootstrap, 0, 10)
+    worker.send(0, 10)
     wait_until(lambda: worker.pipeline().get("consumed") == 10, "10 consumed")
 
     listing = worker.get("/etl/pipelines/")["pipelines"]
@@ -137,22 +97,22 @@ def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, kafka_boot
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 404
-    unknown = cli(worker, "pause", "nope")
+    unknown = worker.cli("pause", "nope")
     assert unknown.exit_code == 1 and "no pipeline 'nope' in this worker" in unknown.stderr
 
-    watch = cli(worker, "status", "--watch", "--iterations", "2", "--interval", "0.2")
+    watch = worker.cli("status", "--watch", "--iterations", "2", "--interval", "0.2")
     assert watch.exit_code == 0 and "suffix" in watch.stdout
-    lines = cli(worker, "status", "--watch", "--json", "--iterations", "2", "--interval", "0.2")
+    lines = worker.cli("status", "--watch", "--json", "--iterations", "2", "--interval", "0.2")
     snapshots = [json.loads(line) for line in lines.stdout.splitlines()]
     assert len(snapshots) == 2 and snapshots[0]["pipelines"][0]["name"] == "suffix"
 
     # With the worker gone, `etl status` falls back to the worker's status.json.
     worker.process.stop()
-    fallback = cli(worker, "status", "--json")
+    fallback = worker.cli("status", "--json")
     assert fallback.exit_code == 0
     item = json.loads(fallback.stdout)["pipelines"][0]
     assert item["name"] == "suffix" and item["consumed"] == 10
-    text = cli(worker, "status")
+    text = worker.cli("status")
     assert "status.json" in text.stdout and "unreachable" in text.stdout
-    gone = cli(worker, "pause", "suffix")
+    gone = worker.cli("pause", "suffix")
     assert gone.exit_code == 1 and "unreachable" in gone.stderr

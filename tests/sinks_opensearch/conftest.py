@@ -13,24 +13,21 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from opensearchpy import AsyncOpenSearch
 
-from etl.testing.search_server import SearchServer, SearchServerUnavailable
+from etl.testing.search_server import SearchServer, SearchServerUnavailable, search_server_url
 
 
 @pytest.fixture(scope="session")
 def search_url() -> Iterator[str]:
     """URL of an Elasticsearch-compatible server for this test session."""
-    external = os.environ.get("ETL_TEST_OPENSEARCH")
-    if external:
-        yield external.rstrip("/")
-        return
+    servers = search_server_url()
     try:
-        server = SearchServer().start()
+        url = servers.__enter__()
     except SearchServerUnavailable as exc:
         pytest.skip(f"no Elasticsearch-compatible server: {exc}")
     try:
-        yield server.url
+        yield url
     finally:
-        server.remove()
+        servers.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,6 @@ def test_mask_fields_partial_and_sha256(tmp_path: Path) -> None:
     }
     hashed = build("mask_fields", tmp_path, names=["email"], style="sha256")
     out = json.loads(run(hashed, '{"email": "a@x.org"}')["value"])
-    assert out["email"] == "a40a1b0c9fbdc1a9e9e2b1b1f2a5e9e2" or len(out["email"]) == 64
-    import hashlib
-
     assert out["email"] == hashlib.sha256(b"a@x.org").hexdigest()
 
 

@@ -27,8 +27,10 @@ _CREATE = re.compile(
 _ALTER = re.compile(
     rf"^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?{_NAME}", re.I
 )
-_ALTER_RENAME = re.compile(rf"\bRENAME\s+(?:TO\s+|AS\s+)?(?P<name>{_IDENT}(?:\s*\.\s*{_IDENT})?)", re.I)
-_DROP = re.compile(r"^DROP\s+(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?(?P<rest>.*)$", re.I | re.S)
+_ALTER_RENAME = re.compile(rf"\bRENAME\s+(?:TO\s+|AS\s+)?{_NAME}", re.I)
+_DROP = re.compile(
+    r"^DROP\s+(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?(?P<rest>.*)$", re.I | re.S
+)
 _RENAME = re.compile(r"^RENAME\s+TABLES?\s+(?P<rest>.*)$", re.I | re.S)
 _TRUNCATE = re.compile(rf"^TRUNCATE\s+(?:TABLE\s+)?{_NAME}", re.I)
 _CREATE_INDEX = re.compile(
@@ -36,9 +38,7 @@ _CREATE_INDEX = re.compile(
     rf"INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?{_IDENT}\s+(?:USING\s+\w+\s+)?ON\s+{_NAME}",
     re.I,
 )
-_DROP_INDEX = re.compile(
-    rf"^DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?{_IDENT}\s+ON\s+{_NAME}", re.I
-)
+_DROP_INDEX = re.compile(rf"^DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?{_IDENT}\s+ON\s+{_NAME}", re.I)
 _PRIMARY_KEY = re.compile(r"\bPRIMARY\s+KEY\b", re.I)
 _LIKE_OR_SELECT = re.compile(r"\bLIKE\b|\bSELECT\b", re.I)
 _DML = re.compile(r"^(?:INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I)

@@ -26,14 +26,17 @@ once per table-map (:class:`TableEncoder`) and the per-row work is one
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from etl.sources.mysql_binlog.types import ColumnSpec
 
 VERSION = "0.0.1"
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 INSERT, UPDATE, DELETE, DDL = "INSERT", "UPDATE", "DELETE", "DDL"
 
 
@@ -45,7 +48,29 @@ def _fallback(value: Any) -> Any:
     return str(value)
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_fallback).encode
+# The C encoder made once: json.dumps builds a new one on every call.
+_C_ENCODE = (
+    c_make_encoder(None, _fallback, encode_basestring, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+_PY_ENCODE = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_fallback, allow_nan=False
+).encode
+
+
+def _dumps(value: Any) -> str:
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(value, 0))
+    return _PY_ENCODE(value)  # pragma: no cover - CPython always has the C encoder
+
+
+_WORDS = [struct.Struct(f"<{n}I") for n in range(17)]
+
+
+def topic_for(prefix: str, table: str) -> str:
+    """``<prefix>_<table>``; characters Kafka does not allow in a topic name become ``_``."""
+    return _TOPIC_UNSAFE.sub("_", f"{prefix}_{table}")[:249]
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -56,7 +81,10 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     h = (0x9747B28C ^ length) & mask
     words = length // 4
     if words:
-        for k in struct.unpack_from(f"<{words}I", key):
+        unpack = (
+            _WORDS[words].unpack_from if words < 17 else struct.Struct(f"<{words}I").unpack_from
+        )
+        for k in unpack(key):
             k = (k * m) & mask
             k ^= k >> 24
             k = (k * m) & mask
@@ -94,7 +122,9 @@ class TableShape:
     primary_key: tuple[str, ...]
 
 
-def schema_json(database: str, table: str, columns: Sequence[ColumnSpec], primary_key: Sequence[str]) -> str:
+def schema_json(
+    database: str, table: str, columns: Sequence[ColumnSpec], primary_key: Sequence[str]
+) -> str:
     """The ``schema`` object as JSON text."""
     return _dumps(
         {
@@ -108,13 +138,22 @@ def schema_json(database: str, table: str, columns: Sequence[ColumnSpec], primar
 class TableEncoder:
     """Turns decoded rows of one table version into message keys and values."""
 
-    __slots__ = ("_converters", "_head", "partitions", "primary_key", "shape", "topic")
+    __slots__ = (
+        "_converters",
+        "_head",
+        "_single_key",
+        "partitions",
+        "primary_key",
+        "shape",
+        "topic",
+    )
 
     def __init__(self, shape: TableShape, topic: str, partitions: int) -> None:
         self.shape = shape
         self.topic = topic
         self.partitions = partitions
         self.primary_key = shape.primary_key
+        self._single_key = shape.primary_key[0] if len(shape.primary_key) == 1 else None
         self._converters = [(c.name, c.convert) for c in shape.columns if c.convert is not None]
         schema = schema_json(shape.database, shape.table, shape.columns, shape.primary_key)
         self._head = '{"schema":' + schema + ',"payload":{"before":'
@@ -135,6 +174,12 @@ class TableEncoder:
 
     def key(self, values: dict[str, Any]) -> bytes | None:
         """The message key: the JSON array of the primary-key values (None without a key)."""
+        single = self._single_key
+        if single is not None:
+            value = values.get(single)
+            if type(value) is int:  # the common case, without the JSON encoder
+                return b"[%d]" % value
+            return _dumps([value]).encode()
         if not self.primary_key:
             return None
         return _dumps([values.get(name) for name in self.primary_key]).encode()

@@ -133,12 +133,15 @@ def _variables(cursor: Any) -> dict[str, str]:
 
 
 def _tables_with_keys(cursor: Any, database: str) -> dict[str, bool]:
+    # KEY_COLUMN_USAGE, not TABLE_CONSTRAINTS: MariaDB hides the latter from an
+    # account that has only SELECT.
     rows = _fetchall(
         cursor,
-        "SELECT t.TABLE_NAME, EXISTS(SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c "
-        "WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
-        "AND c.CONSTRAINT_TYPE = 'PRIMARY KEY') "
-        "FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE'",
+        "SELECT t.TABLE_NAME, EXISTS(SELECT 1 FROM information_schema.KEY_COLUMN_USAGE k "
+        "WHERE k.TABLE_SCHEMA = t.TABLE_SCHEMA AND k.TABLE_NAME = t.TABLE_NAME "
+        "AND k.CONSTRAINT_NAME = 'PRIMARY') "
+        "FROM information_schema.TABLES t "
+        "WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE'",
         (database,),
     )
     return {str(name): bool(has_pk) for name, has_pk in rows}
@@ -220,8 +223,7 @@ def run_preflight(connection: Any, config: MySQLBinlogSourceConfig) -> ServerInf
     )
     if not schemas:
         problems.append(
-            f"database {config.database!r} does not exist (or user {config.user!r} "
-            "cannot see it)"
+            f"database {config.database!r} does not exist (or user {config.user!r} cannot see it)"
         )
     else:
         existing = _tables_with_keys(cursor, config.database)

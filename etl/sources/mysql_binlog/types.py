@@ -1,18 +1,17 @@
 """MySQL column types -> change-event types and JSON values.
 
-===========================================================  ===========  ============================
-MySQL type                                                   event type   JSON value
-===========================================================  ===========  ============================
-TINYINT, SMALLINT, MEDIUMINT, INT, BIGINT (signed/unsigned),  LONG         number
-YEAR, BIT(2..64)
-BIT(1)                                                       BOOLEAN      true / false
-FLOAT, DOUBLE                                                DOUBLE       number (FLOAT: 7 digits)
-DECIMAL, NUMERIC                                             DECIMAL      string, exact (``"12.50"``)
-DATE, DATETIME, TIMESTAMP                                    DATE         epoch milliseconds
-TIME                                                         STRING       ``"-838:59:59.000000"``
-CHAR, VARCHAR, TEXT types, ENUM, SET, JSON                   STRING       text (SET: ``"a,c"``)
-BINARY, VARBINARY, BLOB types, GEOMETRY types                BYTES        base64 text
-===========================================================  ===========  ============================
+==================================================  ==========  ==========================
+MySQL type                                          event type  JSON value
+==================================================  ==========  ==========================
+TINYINT .. BIGINT (signed or not), YEAR, BIT(2-64)  LONG        number
+BIT(1)                                              BOOLEAN     true / false
+FLOAT, DOUBLE                                       DOUBLE      number (FLOAT: 7 digits)
+DECIMAL, NUMERIC                                    DECIMAL     exact text (``"12.50"``)
+DATE, DATETIME, TIMESTAMP                           DATE        epoch milliseconds
+TIME                                                STRING      ``"-838:59:59.000000"``
+CHAR, VARCHAR, TEXT types, ENUM, SET, JSON          STRING      text (SET: ``"a,c"``)
+BINARY, VARBINARY, BLOB types, GEOMETRY types       BYTES       base64 text
+==================================================  ==========  ==========================
 
 DATE and DATETIME carry no time zone: they are read in the source's ``timezone``
 (midnight of a DATE). TIMESTAMP is stored in UTC and converted exactly. Sub-
@@ -231,7 +230,9 @@ def column_from_binlog(column: Any, converters: ValueConverters) -> ColumnSpec:
         return ColumnSpec(name, STRING, time_text_converter(getattr(column, "fsp", 0) or 0))
     if code == _T_BIT:
         bits = getattr(column, "bits", 0) or 0
-        return ColumnSpec(name, BOOLEAN, bit_bool) if bits == 1 else ColumnSpec(name, LONG, bit_value)
+        if bits == 1:
+            return ColumnSpec(name, BOOLEAN, bit_bool)
+        return ColumnSpec(name, LONG, bit_value)
     if code == _T_ENUM:
         return ColumnSpec(name, STRING)
     if code == _T_SET:
@@ -301,6 +302,6 @@ def column_from_schema(
         return ColumnSpec(name, LONG, bit_value)
     if kind == "json":
         return ColumnSpec(name, STRING, json_text)
-    if kind in _SCHEMA_BINARY or charset is None and kind not in ("enum", "set"):
+    if kind in _SCHEMA_BINARY or (charset is None and kind not in ("enum", "set")):
         return ColumnSpec(name, BYTES, base64_text)
     return ColumnSpec(name, STRING, text)

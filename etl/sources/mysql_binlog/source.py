@@ -1,0 +1,542 @@
+"""The ``mysql_binlog`` source service: preflight, position, reader thread, producer.
+
+Lifecycle of one run: check the server (:mod:`.preflight`; a failed check marks
+the source FAILED with every problem and leaves the worker running), load the
+saved position, decide where to start, create the table topics, start the
+reader thread, then submit its batches and save the position of each
+acknowledged transaction end. A lost broker or server connection restarts the
+run from the last acknowledged position with backoff; a clean stop hands over
+everything up to a transaction end and saves that position, so a restart
+neither loses nor repeats a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+from mode import Service
+
+from etl.config import ETLSettings
+from etl.deadletter import DeadLetterWriter
+from etl.errors import ETLError, FatalError
+from etl.kafka import describe_error, ensure_topics, make_producer, topic_partitions
+from etl.redact import Redactor
+from etl.runtime.status import PartitionProgress, PipelineStatus, State
+from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
+from etl.sources.mysql_binlog.db import (
+    ACCESS_DENIED_CODES,
+    connect,
+    error_code,
+    server_label,
+)
+from etl.sources.mysql_binlog.envelope import topic_for
+from etl.sources.mysql_binlog.handoff import DeadRow, Handoff, Handover
+from etl.sources.mysql_binlog.leader import Leadership
+from etl.sources.mysql_binlog.position import BinlogPosition, PositionStore, file_index
+from etl.sources.mysql_binlog.preflight import (
+    PreflightError,
+    ServerInfo,
+    binary_logs,
+    run_preflight,
+)
+from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged, SourceHalted
+
+log = logging.getLogger("etl.source.mysql_binlog")
+
+PROGRESS_INTERVAL = 5.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class StartPlan:
+    """Where a run begins."""
+
+    resume: BinlogPosition | None = None
+    gtid: str | None = None
+    snapshot: bool = False
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _DeadRecord:
+    """What the dead-letter writer needs of a change that was never a Kafka record."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int = -1
+    offset: int = -1
+    timestamp: int = -1
+    headers: list[Any] = field(default_factory=list)
+
+
+class MySQLBinlogSource(Service):
+    """Publishes a MySQL/MariaDB database's row changes to Kafka (one topic per table)."""
+
+    kind = "source"
+
+    def __init__(
+        self,
+        config: MySQLBinlogSourceConfig,
+        *,
+        settings: ETLSettings,
+        redact: Redactor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.settings = settings
+        self.name = config.name
+        self.redact = redact or Redactor(settings.secret_values())
+        self.policy = config.on_error or settings.errors.policy
+        self.server = server_label(config)
+        self.store: PositionStore | None = None
+        self.status = PipelineStatus(
+            name=config.name,
+            kind=self.kind,
+            source=f"mysql://{self.server}/{config.database}",
+            target=f"{config.topic_prefix}_*",
+        )
+        self.producer: Any = None
+        self.reader: BinlogReader | None = None
+        self.handoff: Handoff | None = None
+        self.topics: dict[str, int] = {}
+        self.acked: BinlogPosition | None = None
+        self._last_save = 0.0
+        self._stopping = False
+        self._paused = False
+        self._resnapshot = False
+        self._finished = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._run_ended = asyncio.Event()
+        self._run_ended.set()
+        self.leadership: Leadership | None = None
+        self._progress_at = 0.0
+        self._progress_task: asyncio.Future[Any] | None = None
+        self._binlogs: list[tuple[str, int]] = []
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self.status.state = State.STARTING
+        self.add_future(self._main())
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        self._stop_event.set()
+        reader = self.reader
+        if reader is not None:
+            reader.request_stop()
+        try:
+            await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("source stop timed out, cutting the connection source=%s", self.name)
+            if self.reader is not None:
+                self.reader.abort()
+            try:
+                await asyncio.wait_for(self._finished.wait(), 5)
+            except TimeoutError:
+                pass
+        if self.status.state in (State.RUNNING, State.STARTING, State.PAUSED):
+            self.status.state = State.FINISHED
+
+    def pause(self) -> None:
+        """Stop reading at the next transaction end (the position is kept)."""
+        self._paused = True
+        if self.reader is not None:
+            self.reader.pause()
+        if self.status.state == State.RUNNING:
+            self.status.state = State.PAUSED
+
+    def resume(self) -> None:
+        """Read on after :meth:`pause`."""
+        self._paused = False
+        if self.reader is not None:
+            self.reader.resume_reading()
+        if self.status.state == State.PAUSED:
+            self.status.state = State.RUNNING
+
+    async def _main(self) -> None:
+        delay = 1.0
+        try:
+            while not self._stopping:
+                try:
+                    if not await self._elected():
+                        return
+                    self._run_ended.clear()
+                    try:
+                        await self._run()
+                    finally:
+                        self._run_ended.set()
+                    delay = 1.0
+                except asyncio.CancelledError:
+                    raise
+                except PreflightError as exc:
+                    self._fail(State.FAILED, str(exc), "source preflight failed")
+                    return
+                except PositionPurged as exc:
+                    if self.config.snapshot != "when_needed" or self._resnapshot:
+                        self._fail(State.FAILED, str(exc), "source failed")
+                        return
+                    log.error("%s; taking a new snapshot source=%s", exc, self.name)
+                    self._resnapshot = True
+                except FatalError as exc:
+                    self._fail(State.FAILED, str(exc), "source failed")
+                    return
+                except SourceHalted as exc:
+                    self._fail(State.STOPPED, str(exc), "source halted by policy")
+                    return
+                except Exception as exc:
+                    if self._stopping:
+                        return
+                    if isinstance(exc, pymysql.err.MySQLError) and (
+                        error_code(exc) in ACCESS_DENIED_CODES
+                    ):
+                        self._fail(State.FAILED, describe_error(exc), "source cannot log in")
+                        return
+                    text = self.redact(describe_error(exc))
+                    self.status.fail(State.FAILED, f"retrying: {text}")
+                    log.warning(
+                        "source run failed, retrying source=%s error=%r retry_in=%.0fs",
+                        self.name,
+                        text,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+        finally:
+            leadership, self.leadership = self.leadership, None
+            if leadership is not None:
+                await leadership.stop()
+            self._finished.set()
+
+    async def _elected(self) -> bool:
+        """Join the source's group and wait until this worker runs the source (False: stop)."""
+        if self.leadership is None:
+            self.store = self.store or PositionStore(
+                self.settings, self.name, self.server, producer=None
+            )
+            await self.store.ensure_topic()
+            leadership = Leadership(self.settings, self.name, self.store.topic, self._on_lost)
+            await leadership.start()
+            self.leadership = leadership
+            self.status.group_id = leadership.group
+        elected = self.leadership.elected
+        if not elected.is_set():
+            self.status.state = State.STARTING
+            waiters = {
+                asyncio.ensure_future(elected.wait()),
+                asyncio.ensure_future(self._stop_event.wait()),
+            }
+            _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+        return elected.is_set() and not self._stopping
+
+    async def _on_lost(self) -> None:
+        """Another worker takes the source over: stop at a transaction end and save."""
+        reader = self.reader
+        if reader is not None:
+            reader.request_stop()
+        try:
+            await asyncio.wait_for(self._run_ended.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("source did not stop in time on handover source=%s", self.name)
+        if not self._stopping and self.status.state in (State.RUNNING, State.PAUSED):
+            self.status.state = State.STARTING
+            log.info("source standby: another worker runs it source=%s", self.name)
+
+    def _fail(self, state: State, text: str, what: str) -> None:
+        text = self.redact(text)
+        self.status.fail(state, text)
+        log.error("%s source=%s error=%r", what, self.name, text)
+
+    # ---- one run ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        info = await asyncio.to_thread(self._preflight)
+        for warning in info.warnings:
+            log.warning("source preflight warning source=%s warning=%r", self.name, warning)
+        self.producer = make_producer(self.settings.kafka)
+        await self.producer.start()
+        try:
+            self.store = PositionStore(self.settings, self.name, self.server, self.producer)
+            saved = await self.store.load()
+            plan = self._plan_start(saved, info)
+            log.info(
+                "source starting source=%s server=%s database=%s start=%s reason=%r",
+                self.name,
+                self.server,
+                self.config.database,
+                plan.resume or (f"gtid:{plan.gtid}" if plan.gtid else "snapshot"),
+                plan.reason,
+            )
+            for table, has_key in info.tables.items():
+                await self._ensure_topic(table, has_key, True)
+            await self._stream(plan, info)
+        finally:
+            producer, self.producer = self.producer, None
+            try:
+                await producer.stop()
+            except Exception as exc:  # pragma: no cover - best effort on the way out
+                log.warning("producer stop failed source=%s error=%r", self.name, exc)
+
+    def _preflight(self) -> ServerInfo:
+        connection = connect(self.config)
+        try:
+            return run_preflight(connection, self.config)
+        finally:
+            connection.close()
+
+    def _plan_start(self, saved: BinlogPosition | None, info: ServerInfo) -> StartPlan:
+        config = self.config
+        files = {name: size for name, size in info.binlogs}
+        oldest = info.binlogs[0][0] if info.binlogs else "none"
+        if self._resnapshot:
+            return StartPlan(snapshot=True, reason="the binlog position was purged")
+        known = [p for p in (self.acked, saved) if p is not None]
+        # After a handover another worker may have saved a later position than ours.
+        resume = max(known, key=lambda p: p.order) if known else None
+        if resume is not None:
+            if resume.file in files and resume.pos <= files[resume.file]:
+                return StartPlan(resume=resume, reason="saved position")
+            problem = (
+                f"the saved position {resume} is no longer in the server's binlog (oldest "
+                f"file: {oldest}): the changes after it cannot be read"
+            )
+            if config.snapshot == "when_needed":
+                log.error("%s; taking a new snapshot source=%s", problem, self.name)
+                return StartPlan(snapshot=True, reason="saved position purged")
+            raise PositionPurged(
+                f"{problem}. Set snapshot: when_needed to copy the tables again, or delete "
+                f"key {self.name!r} from topic {self.store.topic if self.store else ''!r} to "
+                f"start from 'start' ({config.start})"
+            )
+        if config.snapshot in ("initial", "when_needed"):
+            return StartPlan(snapshot=True, reason="no saved position: snapshot")
+        if config.start == "earliest":
+            if not info.binlogs:
+                raise FatalError("the server lists no binlog files (SHOW BINARY LOGS is empty)")
+            return StartPlan(resume=BinlogPosition(oldest, 4), reason="start: earliest")
+        if config.start == "latest":
+            if info.current is None:
+                raise FatalError("the server reports no binlog position (SHOW MASTER STATUS)")
+            return StartPlan(resume=info.current, reason="start: latest")
+        gtid = config.start_gtid()
+        if gtid is not None:
+            return StartPlan(gtid=gtid, reason="start: gtid")
+        file_pos = config.start_file_position()
+        assert file_pos is not None
+        if file_pos[0] not in files:
+            raise PositionPurged(
+                f"start: binlog file {file_pos[0]!r} is not on the server "
+                f"(files: {', '.join(files) or 'none'})"
+            )
+        return StartPlan(resume=BinlogPosition(*file_pos), reason="start: file:position")
+
+    async def _ensure_topic(
+        self, table: str, has_key: bool, create: bool
+    ) -> tuple[str, int] | None:
+        """The topic of a table and its partition count, created if missing (and allowed)."""
+        topic = topic_for(self.config.topic_prefix, table)
+        if topic in self.topics:
+            return topic, self.topics[topic]
+        kafka = self.settings.kafka
+        existing = await topic_partitions(kafka, [topic])
+        if topic not in existing:
+            if not create:
+                return None
+            if not kafka.auto_create_topics:
+                raise FatalError(
+                    f"topic {topic!r} of table {table!r} does not exist and "
+                    "kafka.auto_create_topics is false"
+                )
+            partitions = (
+                self.config.partitions_with_primary_key
+                if has_key
+                else self.config.partitions_without_primary_key
+            )
+            await ensure_topics(kafka, {topic: partitions})
+            existing = await topic_partitions(kafka, [topic])
+            existing.setdefault(topic, partitions)
+        self.topics[topic] = existing[topic]
+        return topic, existing[topic]
+
+    async def _stream(self, plan: StartPlan, info: ServerInfo) -> None:
+        loop = asyncio.get_running_loop()
+        handoff = Handoff(loop, self.config.max_pending_bytes)
+        reader = BinlogReader(
+            self.config,
+            loop=loop,
+            handoff=handoff,
+            make_batch=self.producer.create_batch,
+            ensure_topic=self._ensure_topic,
+            resume=plan.resume,
+            gtid=plan.gtid,
+            snapshot=plan.snapshot,
+            is_mariadb=info.is_mariadb,
+            row_metadata_full=info.row_metadata_full,
+            policy=self.policy,
+            max_message_bytes=self.settings.kafka.max_request_size,
+            on_retry=self._on_reader_retry,
+        )
+        if self._paused:
+            reader.pause()
+        if self._stopping or (self.leadership and not self.leadership.elected.is_set()):
+            return
+        self.reader, self.handoff = reader, handoff
+        self.status.partitions.setdefault("binlog", PartitionProgress())
+        self.status.state = State.PAUSED if self._paused else State.RUNNING
+        self.status.error = None
+        reader.start()
+        try:
+            await self._pump(handoff)
+        except BaseException:
+            reader.abort()
+            handoff.discard()
+            await self._join(reader)
+            raise
+        await self._join(reader)
+        if reader.error is not None:
+            raise reader.error
+
+    async def _join(self, reader: BinlogReader) -> None:
+        if reader.thread is not None:
+            await asyncio.to_thread(reader.thread.join, STOP_TIMEOUT)
+        if reader.alive:
+            log.warning("binlog thread did not end source=%s", self.name)
+
+    def _on_reader_retry(self, text: str | None) -> None:
+        # Called from the reader thread; only plain attribute writes here.
+        if text is None:
+            if self.status.state == State.FAILED:
+                self.status.state = State.PAUSED if self._paused else State.RUNNING
+                self.status.error = None
+        else:
+            self.status.fail(State.FAILED, self.redact(text))
+
+    # ---- submitting batches -------------------------------------------------------------
+
+    async def _pump(self, handoff: Handoff) -> None:
+        dead_letters = DeadLetterWriter(
+            self.producer, self.settings.errors.dead_letter_topic, self.redact
+        )
+        halt: str | None = None
+        while True:
+            items = await handoff.get()
+            if items is None:
+                break
+            started = time.perf_counter()
+            halt = await self._submit(items, dead_letters) or halt
+            self.status.batches += 1
+            self.status.last_batch_ms = (time.perf_counter() - started) * 1000
+        await self._save(force=True)
+        if halt is not None:
+            raise SourceHalted(halt)
+
+    async def _submit(self, items: list[Handover], dead_letters: DeadLetterWriter) -> str | None:
+        futures = []
+        records = nbytes = rows = 0
+        mark: BinlogPosition | None = None
+        halt: str | None = None
+        for item in items:
+            for topic, partition, builder, count in item.batches:
+                futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+                records += count
+            for dead in item.dead:
+                futures.append(await self._dead_letter(dead_letters, dead))
+            nbytes += item.nbytes
+            rows += item.rows
+            mark = item.mark or mark
+            halt = item.halt or halt
+        if futures:
+            await asyncio.gather(*futures)
+        if self.handoff is not None:
+            self.handoff.release(nbytes)
+        self.status.consumed += rows
+        self.status.produced += records
+        self.status.dead_lettered += sum(len(item.dead) for item in items)
+        if mark is not None:
+            self.acked = mark
+            if mark.snapshot == "done":
+                self._resnapshot = False
+                await self._save(force=True)
+            await self._save(force=False)
+        return halt
+
+    async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadRow) -> Any:
+        record = _DeadRecord(topic=dead.topic, key=dead.key, value=dead.value)
+        return await writer.send(
+            record,
+            pipeline=self.name,
+            stage="source",
+            exc=dead.error,
+            extra={
+                "etl.source.table": dead.table,
+                "etl.source.binlog_position": dead.position,
+                "etl.source.sequence_id": dead.sequence,
+            },
+        )
+
+    async def _save(self, *, force: bool) -> None:
+        store = self.store
+        position = self.acked
+        if store is None or position is None or position == store.saved:
+            return
+        interval = self.config.position_interval_ms / 1000
+        if not force and time.monotonic() - self._last_save < interval:
+            return
+        await store.save(position)
+        self._last_save = time.monotonic()
+        self._progress_of().committed = self._offset_of(position)
+
+    # ---- progress ---------------------------------------------------------------------------
+
+    def _progress_of(self) -> PartitionProgress:
+        return self.status.partitions.setdefault("binlog", PartitionProgress())
+
+    def _offset_of(self, position: BinlogPosition | None) -> int | None:
+        """A position as bytes from the start of the oldest binlog file still kept."""
+        if position is None:
+            return None
+        base = 0
+        for name, size in self._binlogs:
+            if name == position.file:
+                return base + position.pos
+            base += size
+        if self._binlogs and file_index(position.file) > file_index(self._binlogs[-1][0]):
+            return base + position.pos
+        return None
+
+    async def refresh_progress(self) -> None:
+        """Binlog bytes: read, saved (committed) and written by the server (end)."""
+        now = time.monotonic()
+        if now - self._progress_at >= PROGRESS_INTERVAL and (
+            self._progress_task is None or self._progress_task.done()
+        ):
+            self._progress_at = now
+            self._progress_task = asyncio.ensure_future(self._refresh_binlogs())
+        if self.reader is not None:
+            progress = self._progress_of()
+            progress.position = self._offset_of(self.reader.read_position)
+            progress.committed = self._offset_of(self.store.saved if self.store else None)
+
+    async def _refresh_binlogs(self) -> None:
+        def fetch() -> list[tuple[str, int]]:
+            connection = connect(self.config)
+            try:
+                with connection.cursor() as cursor:
+                    return binary_logs(cursor)
+            finally:
+                connection.close()
+
+        try:
+            self._binlogs = await asyncio.to_thread(fetch)
+        except (pymysql.err.MySQLError, OSError, ETLError):
+            return
+        self._progress_of().end = sum(size for _, size in self._binlogs)

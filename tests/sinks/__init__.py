@@ -1,0 +1,6 @@
+"""Tests of the sink framework and the SQL sinks; ``conformance`` is the shared suite."""
+
+import pytest
+
+# The shared suite is imported by other sinks' tests: have pytest explain its asserts.
+pytest.register_assert_rewrite("tests.sinks.conformance", "tests.sinks.sqlharness")

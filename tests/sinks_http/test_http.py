@@ -1,0 +1,219 @@
+"""The HTTP sink against a real local HTTP server that answers 200, 429, 500 and 400 on cue."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl.embedded import free_port
+from etl.testing.kafka import create_topic, read_all
+from sinks.http.config import HttpSinkConfig
+from sinks.http.sink import HttpSinkPipeline
+from tests.sinks_http.conftest import ScriptedServer
+from tests.sinks_object_store.harness import produce_records, running, sink_settings, wait_until
+
+pytestmark = pytest.mark.kafka
+
+TOKEN = "Bearer s3cr3t-t0ken-value"  # noqa: S105 - a test credential
+
+
+def http_config(uid: str, topic: str, url: str, **options: Any) -> HttpSinkConfig:
+    return HttpSinkConfig.model_validate(
+        {
+            "name": f"http-{uid}",
+            "type": "http",
+            "topics": [topic],
+            "start_offset": "earliest",
+            "url": url,
+            "linger_ms": 100,
+            "retry_backoff_ms": 20,
+            "on_error": "continue",
+            **options,
+        }
+    )
+
+
+async def produce_values(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1) -> None:
+    await create_topic(bootstrap, topic, partitions)
+    await produce_records(
+        bootstrap, topic, ((b"k%d" % i, v, i % partitions, 1000 + i) for i, v in enumerate(values))
+    )
+
+
+async def test_batches_of_exported_messages_with_headers(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"fn-{uid}"
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(45)])
+    config = http_config(
+        uid, topic, http_server.url, auth_token=TOKEN, headers={"X-Source": "etl"}
+    )
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: len(http_server.delivered()) == 45, pipeline=pipeline, what="45")
+    messages = http_server.delivered()
+    assert [m["offset"] for m in messages] == list(range(45)), "in order, once each"
+    assert all(len(r.messages) <= 20 for r in http_server.requests), "batch_size 20 by default"
+    assert messages[3] == {
+        "key": "k3",
+        "offset": 3,
+        "overflowFlag": False,
+        "partition": 0,
+        "timestamp": 1003,
+        "topic": topic,
+        "value": "v3",
+        "valueSize": 2,
+    }
+    headers = {k.lower(): v for k, v in http_server.requests[0].headers.items()}
+    assert headers["authorization"] == TOKEN
+    assert headers["x-source"] == "etl"
+    assert headers["content-type"] == "application/json"
+    assert http_server.requests[0].path == "/ingest"
+
+
+async def test_429_and_5xx_are_retried_with_backoff(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"retry-{uid}"
+    http_server.script = [(429, {"Retry-After": "0"}, "slow down"), 503]
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(5)])
+    config = http_config(uid, topic, http_server.url, retries=2)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: len(http_server.delivered()) == 5, pipeline=pipeline, what="5")
+        assert pipeline.status.dead_lettered == 0
+    assert [r.status for r in http_server.requests] == [429, 503, 200]
+    assert [m["offset"] for m in http_server.delivered()] == list(range(5))
+
+
+async def test_5xx_after_the_retries_goes_to_the_dead_letter_topic(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"dead-{uid}"
+    http_server.script = [500, 502, 503]  # the first request and both retries fail
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(8)])
+    config = http_config(uid, topic, http_server.url, retries=2, batch_size=4)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: len(http_server.delivered()) == 4, pipeline=pipeline, what="rest")
+        await wait_until(lambda: pipeline.status.dead_lettered == 4, what="dead letters")
+    assert [m["offset"] for m in http_server.delivered()] == [4, 5, 6, 7]
+    dead = await read_all(kafka_bootstrap, f"dlq-{uid}")
+    assert [(r.key, r.value) for r in dead] == [(b"k%d" % i, b"v%d" % i) for i in range(4)]
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers["etl.stage"] == "sink"
+    assert "answered 503" in headers["etl.exception.message"]
+    assert "after 2 retries" in headers["etl.exception.message"]
+
+
+async def test_400_is_not_retried_and_the_token_stays_secret(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    uid: str,
+    http_server: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = f"bad-{uid}"
+    http_server.script = [(400, {}, f"rejected, you sent {TOKEN}")]
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(6)])
+    config = http_config(uid, topic, http_server.url, batch_size=3, auth_token=TOKEN)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    caplog.set_level(logging.DEBUG)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: len(http_server.delivered()) == 3, pipeline=pipeline, what="rest")
+        await wait_until(lambda: pipeline.status.dead_lettered == 3, what="dead letters")
+    assert [r.status for r in http_server.requests] == [400, 200], "no retry of a 400"
+    dead = await read_all(kafka_bootstrap, f"dlq-{uid}")
+    message = dict(dead[0].headers)["etl.exception.message"].decode()
+    assert "answered 400" in message and "***" in message
+    assert TOKEN not in message and TOKEN not in caplog.text
+
+
+async def test_stop_policy_halts_before_the_rejected_batch(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"stop-{uid}"
+    http_server.script = [200, 400]
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(6)])
+    config = http_config(uid, topic, http_server.url, batch_size=2, on_error="stop")
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: pipeline.status.state == "stopped", what="halted")
+        committed = pipeline.status.partitions[f"{topic}/0"].committed
+    assert committed == 2
+    assert [m["offset"] for m in http_server.delivered()] == [0, 1]
+    assert len(http_server.requests) == 2, "nothing sent after the rejected request"
+
+
+async def test_oversize_messages(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"big-{uid}"
+    big = b"B" * (200 * 1024)
+    values = [b"s" * 10_000 for _ in range(15)] + [big] + [b"t%d" % i for i in range(3)]
+    await produce_values(kafka_bootstrap, topic, values)
+    config = http_config(uid, topic, http_server.url)  # async: 128 KB per request
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: len(http_server.delivered()) == 19, pipeline=pipeline, what="19")
+    assert all(len(r.body) <= 128 * 1024 for r in http_server.requests)
+    sizes = [len(r.messages) for r in http_server.requests]
+    assert sizes == [12, 3, 1, 3], "aggregated up to the limit; the big one alone"
+    overflow = http_server.requests[2].messages[0]
+    assert overflow["offset"] == 15 and overflow["overflowFlag"] is True
+    assert "value" not in overflow and overflow["valueSize"] == len(big)
+    assert [m["offset"] for m in http_server.delivered()] == list(range(19))
+
+    # sync mode: 6 MB per request, so the big message goes with its value.
+    http_server.requests.clear()
+    sync = http_config(uid + "s", topic, http_server.url, send_mode="sync")
+    async with running(HttpSinkPipeline, sync, sink_settings(tmp_path, kafka_bootstrap, uid + "s")) as p:
+        await wait_until(lambda: len(http_server.delivered()) == 19, pipeline=p, what="19 sync")
+    delivered = http_server.delivered()
+    assert delivered[15]["value"] == big.decode() and delivered[15]["overflowFlag"] is False
+
+
+async def test_endpoint_down_retries_without_loss(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    topic = f"down-{uid}"
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(10)])
+    server = ScriptedServer(free_port())
+    config = http_config(uid, topic, server.url, retry_backoff_max_ms=200)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(
+            lambda: "retrying" in (pipeline.status.error or ""), what="connection refused"
+        )
+        assert pipeline.status.partitions[f"{topic}/0"].committed in (None, 0)
+        server.start()
+        try:
+            await wait_until(lambda: len(server.delivered()) == 10, pipeline=pipeline, what="10")
+        finally:
+            server.stop()
+    assert [m["offset"] for m in server.delivered()] == list(range(10))
+    assert pipeline.status.dead_lettered == 0
+
+
+async def test_tls_is_verified(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    uid: str,
+    https_server: tuple[ScriptedServer, Path],
+) -> None:
+    server, cert = https_server
+    topic = f"tls-{uid}"
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(3)])
+    untrusted = http_config(uid, topic, server.url, max_retries=1)
+    async with running(HttpSinkPipeline, untrusted, sink_settings(tmp_path, kafka_bootstrap, uid)) as p:
+        await wait_until(lambda: p.status.state == "failed", what="gave up")
+        assert "CERTIFICATE_VERIFY_FAILED" in (p.status.error or "")
+        assert p.status.partitions[f"{topic}/0"].committed in (None, 0)
+    assert server.delivered() == []
+    trusted = http_config(uid, topic, server.url, ca_bundle=str(cert))
+    again = sink_settings(tmp_path, kafka_bootstrap, uid + "t")
+    async with running(HttpSinkPipeline, trusted, again) as p:
+        await wait_until(lambda: len(server.delivered()) == 3, pipeline=p, what="3 over TLS")

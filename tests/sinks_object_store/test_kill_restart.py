@@ -1,0 +1,84 @@
+"""kill -9 of a real ``etl worker`` while it writes objects, then restart: no gaps, no doubles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from etl.testing.kafka import create_topic
+from etl.testing.worker import WorkerProcess, write_config
+from tests.sinks_object_store.conftest import data_objects, lines_of, local_objects
+from tests.sinks_object_store.harness import produce_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+PARTITIONS = 3
+PER_ROUND = 12_000
+
+
+def produce_round(bootstrap: str, topic: str, start: int) -> None:
+    value = b"v" * 150
+    items = ((b"k%d" % i, b"%d:" % i + value, i % PARTITIONS, None) for i in range(start, start + PER_ROUND))
+    asyncio.run(produce_records(bootstrap, topic, items))
+
+
+def written_lines(root: Path) -> int:
+    return sum(data.count(b"\n") for data in data_objects(local_objects(root)).values())
+
+
+def test_kill_during_writes_then_restart_loses_and_doubles_nothing(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    topic = f"crash-{uid}"
+    asyncio.run(create_topic(kafka_bootstrap, topic, PARTITIONS))
+    root = tmp_path / "store"
+    name = f"crash-{uid}"
+    config = write_config(
+        tmp_path,
+        kafka_bootstrap,
+        kafka={"group_prefix": f"t{uid}", "max_batch_records": 500},
+        errors={"dead_letter_topic": f"dlq-{uid}"},
+        sinks=[
+            {
+                "name": name,
+                "type": "object_store",
+                "topics": [topic],
+                "start_offset": "earliest",
+                "url": str(root),
+                "batch_size_mb": 1,
+                "batch_window_minutes": 0.005,
+                "path_layout": "YYYY/MM/dd/HH",
+            }
+        ],
+    )
+    total = 0
+    for round_number in range(3):
+        produce_round(kafka_bootstrap, topic, total)
+        total += PER_ROUND
+        worker = WorkerProcess(config, name=f"worker{round_number}").start()
+        try:
+            if round_number < 2:
+                # Kill as soon as this round's records are being written, mid-stream.
+                already = written_lines(root)
+                worker.wait_for(
+                    lambda _w, floor=already: written_lines(root) > floor, 90, "objects written"
+                )
+                worker.kill()
+            else:
+                worker.wait_for(lambda _w: written_lines(root) >= total, 120, "everything written")
+        finally:
+            worker.stop()
+
+    lines = lines_of(local_objects(root))
+    seen = Counter((line["partition"], line["offset"]) for line in lines)
+    doubled = [key for key, count in seen.items() if count > 1]
+    assert not doubled, f"written twice: {doubled[:10]}"
+    per_partition = total // PARTITIONS
+    for partition in range(PARTITIONS):
+        offsets = sorted(o for p, o in seen if p == partition)
+        assert offsets == list(range(per_partition)), f"gap in partition {partition}"
+    values = sorted(int(line["value"].split(":")[0]) for line in lines)
+    assert values == list(range(total))
