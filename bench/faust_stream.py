@@ -24,13 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from bench.transform_throughput import bare_loop, fill, our_pipeline
 from etl.embedded import EmbeddedBroker, free_port
-from etl.testing.kafka import create_topic
+from etl.testing.kafka import create_topic, read_all
 
-APP = '''
+APP = """
 import os
 import faust
 
@@ -71,21 +69,12 @@ else:
             seen += 1
             if seen % 1000 == 0:
                 await target.send(value=str(seen).encode())
-'''
+"""
 
 
-async def count_end(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            parts = consumer.partitions_for_topic(topic) or {0}
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+async def count_records(bootstrap: str, topic: str) -> int:
+    """Records in the topic, counted by reading it (some brokers under-report end offsets)."""
+    return len(await read_all(bootstrap, topic))
 
 
 async def run_variant(
@@ -98,7 +87,7 @@ async def run_variant(
     expected = messages // 1000 if variant == "agent-consume" else messages
     env = {
         **os.environ,
-        "BENCH_APP": f"bench-{variant}",
+        "BENCH_APP": f"bench-{variant}-{os.getpid()}",
         "BENCH_BROKER": bootstrap,
         "BENCH_WEB_PORT": str(free_port()),
         "BENCH_SOURCE": source,
@@ -106,32 +95,34 @@ async def run_variant(
         "BENCH_VARIANT": variant,
         "PYTHONPATH": str(workdir),
     }
-    process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "faust", "-A", "bench_faust_app", "worker", "-l", "warning"],
+    log = (workdir / f"faust-{variant}.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220 - a benchmark harness
+        [sys.executable, "-m", "faust", "-A", "bench_faust_app", "worker", "-l", "warn"],
         cwd=workdir,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         started = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = await count_end(bootstrap, target)
+            done = await count_records(bootstrap, target)
             if started is None and done > 0:
                 started = time.perf_counter()
             if done >= expected:
                 assert started is not None
                 return time.perf_counter() - started
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
         raise TimeoutError(variant)
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
 
 
 async def main(messages: int) -> None:
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="etl-faust-bench-") as tmp:
         bootstrap = broker.bootstrap_servers
         source = "faust-bench-source"
         await create_topic(bootstrap, source, 4)

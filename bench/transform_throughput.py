@@ -41,7 +41,8 @@ async def fill(bootstrap: str, topic: str, count: int) -> None:
     try:
         pending = []
         for i in range(count):
-            value = f'{{"id":{i:09d},"user":"user-{i % 1000:04d}","event":"click","pad":"xxxxxxxx"}}'
+            user = f"user-{i % 1000:04d}"
+            value = f'{{"id":{i:09d},"user":"{user}","event":"click","pad":"xxxxxxxx"}}'
             pending.append(await producer.send(topic, value.encode(), f"k{i % 1000}".encode()))
             if len(pending) >= 20000:
                 await asyncio.gather(*pending)

@@ -16,7 +16,12 @@ A sink implements three coroutines and nothing about Kafka:
 partition's buffer when it reaches ``batch_size`` records or ``batch_bytes``
 or when its oldest record is ``linger_ms`` old (an idle partition flushes on
 time too), and commits a partition's offsets only after its records are
-written or routed by the error rules.
+written or routed by the error rules. A sink with ``overlap_writes`` has one
+write in flight while the next records are polled and buffered.
+
+Under the stop rule (no error topic, no ``skip_error``, ``on_error: stop``) the
+batch says ``halt_on_failure``: nothing after a partition's first rejected
+record is written, and the pipeline halts with its offset before that record.
 """
 
 from __future__ import annotations

@@ -42,8 +42,16 @@ def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
 class WorkerProcess:
     """``python -m etl.cli worker --config PATH`` with its log in a file."""
 
-    def __init__(self, config: Path, name: str = "worker", env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config: Path,
+        name: str = "worker",
+        env: dict[str, str] | None = None,
+        faust_command: bool = False,
+    ):
         self.config = config
+        #: Start through ``faust -A etl.app worker`` (config from ETL_CONFIG) instead.
+        self.faust_command = faust_command
         self.log_path = config.parent / f"{name}.log"
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,14 +61,20 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "etl.cli", "worker", "--config", str(self.config)],
+            self.argv(),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, "ETL_CONFIG": str(self.config)} if self.faust_command else self.env,
             start_new_session=True,
         )
         log.close()
         return self
+
+    def argv(self) -> list[str]:
+        """The command line of the worker process."""
+        if self.faust_command:
+            return [sys.executable, "-m", "faust", "-A", "etl.app", "worker", "-l", "info"]
+        return [sys.executable, "-m", "etl.cli", "worker", "--config", str(self.config)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

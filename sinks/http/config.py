@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from etl.config import SinkConfigBase
+from etl.config import ErrorPolicy, SinkConfigBase
 
 ASYNC_LIMIT = 128 * 1024
 SYNC_LIMIT = 6 * 1024 * 1024
@@ -30,6 +30,8 @@ class HttpSinkConfig(SinkConfigBase):
     url: str | None = None
     #: A Python callable ``"package.module:function"`` given the list of messages.
     callable: str | None = None
+    #: As the documents: a request that fails after its retries goes to the dead-letter topic.
+    on_error: ErrorPolicy | None = "continue"
     #: Messages per batch (1-5000), as the documents.
     batch_size: int = Field(default=20, ge=1, le=5000)
     #: ``async``: request limit 128 KB; ``sync``: 6 MB (the documents' function sink).

@@ -25,13 +25,13 @@ from typing import Any
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.redact import Redactor
 from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline
-from sinks.exported import encode_message, exported_message
+from sinks.exported import encode_message, export_json, exported_message
 from sinks.http.config import HttpSinkConfig
 
 log = logging.getLogger("etl.sink.http")
 
-#: (record, message, encoded message)
-Prepared = tuple[Any, dict[str, Any], bytes]
+#: (record, message (callables only), encoded message)
+Prepared = tuple[Any, dict[str, Any] | None, bytes]
 _RETRYABLE_CALLABLE_ERRORS = (RetriableError, ConnectionError, TimeoutError)
 
 
@@ -145,19 +145,21 @@ class HttpSink(Sink[HttpSinkConfig]):
             if (record.topic, record.partition, record.offset) in self._delivered:
                 continue
             try:
-                message = exported_message(record)
+                if self.function is None:
+                    prepared.append((record, None, export_json(record)))
+                else:
+                    message = exported_message(record)
+                    prepared.append((record, message, encode_message(message)))
             except RecordError as exc:
                 failures.append(RecordFailure(record, exc))
-                continue
-            prepared.append((record, message, encode_message(message)))
+        # Under the stop rule nothing after a partition's first rejected record is sent.
         halt = getattr(batch, "halt_on_failure", False)
-        stopped = {(f.record.topic, f.record.partition) for f in failures} if halt else set()
+        halt_at: dict[tuple[str, int], int] = {}
+        if halt:
+            _note_rejected(halt_at, [f.record for f in failures])
         for request in plan_requests(prepared, self.config.request_limit):
-            if stopped:
-                # Under the stop rule nothing after a partition's rejected record is sent.
-                request = [
-                    item for item in request if (item[0].topic, item[0].partition) not in stopped
-                ]
+            if halt_at:
+                request = [item for item in request if not _beyond(halt_at, item[0])]
                 if not request:
                     continue
             error = await self._deliver(request)
@@ -166,7 +168,7 @@ class HttpSink(Sink[HttpSinkConfig]):
                 continue
             failures.extend(RecordFailure(record, error) for record, _m, _b in request)
             if halt:
-                stopped |= {(record.topic, record.partition) for record, _m, _b in request}
+                _note_rejected(halt_at, [record for record, _m, _b in request])
         self._delivered.clear()
         return failures
 
@@ -240,6 +242,17 @@ class HttpSink(Sink[HttpSinkConfig]):
         except Exception as exc:
             return exc, None
         return None, None
+
+
+def _note_rejected(halt_at: dict[tuple[str, int], int], records: list[Any]) -> None:
+    for record in records:
+        tp = (record.topic, record.partition)
+        halt_at[tp] = min(halt_at.get(tp, record.offset), record.offset)
+
+
+def _beyond(halt_at: dict[tuple[str, int], int], record: Any) -> bool:
+    first = halt_at.get((record.topic, record.partition))
+    return first is not None and record.offset > first
 
 
 async def _awaited(result: Awaitable[Any]) -> Any:

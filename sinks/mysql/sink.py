@@ -284,6 +284,18 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
                 self._sql, f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS {definition}"
             )
 
+    async def unique_keys(self, name: str) -> list[set[str]]:
+        rows = await self._run(
+            self._sql,
+            "SELECT index_name, column_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND table_name = %s AND non_unique = 0",
+            (name,),
+        )
+        keys: dict[str, set[str]] = {}
+        for index, column in rows:
+            keys.setdefault(index, set()).add(column)
+        return list(keys.values())
+
     # ---- writing ------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> None:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from etl.config import NAME_PATTERN, SinkConfigBase
+from etl.config import NAME_PATTERN, ErrorPolicy, SinkConfigBase
 
 MIB = 1024 * 1024
 
@@ -23,6 +23,9 @@ class ObjectStoreSinkConfig(SinkConfigBase):
     partition records what is written, so a restart writes nothing twice.
     """
 
+    #: As the documents (failure policy ``log``): a rejected record is dead-lettered, the
+    #: partition goes on.
+    on_error: ErrorPolicy | None = "continue"
     #: ``file:///dir``, a plain directory path, ``s3://bucket/prefix`` or any fsspec URL;
     #: unset = the ``object-store`` directory inside the worker's ``data_dir``.
     url: str | None = None

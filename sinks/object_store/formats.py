@@ -3,7 +3,7 @@ lines, and Parquet (the data-lake case) with the exported message's fields as co
 
 A format prepares each record once (validating it: a bad record is rejected
 before any object is written) and then encodes a run of prepared records into
-one object. ``size`` of a prepared record is what it adds to the object
+one object. ``sizes`` says what each prepared record adds to an object
 (uncompressed for Parquet), which is what ``batch_size_mb`` counts.
 """
 
@@ -13,14 +13,18 @@ import io
 from typing import Any, Protocol
 
 from etl.errors import RecordError
-from sinks.exported import encode_message, exported_message
+from sinks.exported import export_json_line, exported_message
 
 
 class ObjectFormat(Protocol):
     """How records become one object's bytes."""
 
-    def prepare(self, record: Any) -> tuple[Any, int]:
-        """(payload, size in bytes); raises RecordError for a record this format cannot hold."""
+    def prepare(self, record: Any) -> Any:
+        """The record's payload; raises RecordError for a record this format cannot hold."""
+        ...
+
+    def sizes(self, records: list[Any], payloads: list[Any]) -> list[int]:
+        """Bytes each prepared record adds to an object."""
         ...
 
     def encode(self, payloads: list[Any]) -> bytes:
@@ -31,9 +35,11 @@ class ObjectFormat(Protocol):
 class JsonLinesFormat:
     """One exported-message JSON object per line."""
 
-    def prepare(self, record: Any) -> tuple[bytes, int]:
-        line = encode_message(exported_message(record)) + b"\n"
-        return line, len(line)
+    #: One exported-message JSON line per record.
+    prepare = staticmethod(export_json_line)
+
+    def sizes(self, records: list[Any], payloads: list[bytes]) -> list[int]:
+        return list(map(len, payloads))
 
     def encode(self, payloads: list[bytes]) -> bytes:
         return b"".join(payloads)
@@ -42,7 +48,7 @@ class JsonLinesFormat:
 class RawValueFormat:
     """The record's value bytes, one per line (a null value is an empty line)."""
 
-    def prepare(self, record: Any) -> tuple[bytes, int]:
+    def prepare(self, record: Any) -> bytes:
         value = record.value or b""
         if b"\n" in value:
             raise RecordError(
@@ -50,8 +56,10 @@ class RawValueFormat:
                 "break, which raw format cannot hold (use jsonl)",
                 stage="sink",
             )
-        line = value + b"\n"
-        return line, len(line)
+        return value + b"\n"
+
+    def sizes(self, records: list[Any], payloads: list[bytes]) -> list[int]:
+        return list(map(len, payloads))
 
     def encode(self, payloads: list[bytes]) -> bytes:
         return b"".join(payloads)
@@ -80,10 +88,14 @@ class ParquetFormat:
             ]
         )
 
-    def prepare(self, record: Any) -> tuple[dict[str, Any], int]:
-        message = exported_message(record)
-        size = self.ROW_OVERHEAD + len(record.topic) + len(record.key or b"")
-        return message, size + len(record.value or b"")
+    def prepare(self, record: Any) -> dict[str, Any]:
+        return exported_message(record)
+
+    def sizes(self, records: list[Any], payloads: list[dict[str, Any]]) -> list[int]:
+        return [
+            self.ROW_OVERHEAD + len(r.topic) + len(r.key or b"") + len(r.value or b"")
+            for r in records
+        ]
 
     def encode(self, payloads: list[dict[str, Any]]) -> bytes:
         import pyarrow as pa

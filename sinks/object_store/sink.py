@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -24,12 +23,10 @@ from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.formats import ObjectFormat, ParquetFormat, make_format
 from sinks.object_store.layout import PathLayout, data_object_name
 from sinks.object_store.meta import PartitionMeta, PendingObject
+from sinks.object_store.plan import plan_objects
 from sinks.object_store.store import ObjectStore, make_store
 
 log = logging.getLogger("etl.sink.object_store")
-
-#: (record, payload, size, time directory)
-Prepared = tuple[Any, Any, int, str]
 
 
 class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
@@ -45,9 +42,11 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             config.format, parquet_compression=config.parquet_compression
         )
         self._metas: dict[tuple[str, int], PartitionMeta] = {}
-        #: Key+value bytes in and object bytes out, for the pipeline's size trigger.
-        self.bytes_in = 0
-        self.bytes_out = 0
+        #: Key+value bytes in and object bytes out of sampled records (the size trigger).
+        self.sample_in = 0
+        self.sample_out = 0
+        #: Bytes of data objects written.
+        self.bytes_written = 0
 
     @property
     def instance_id(self) -> str:
@@ -113,61 +112,52 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         """Write one partition's records; under ``halt`` nothing after a rejected one."""
         assert self.store is not None and self.layout is not None
         meta = await self._meta(topic, partition)
+        if records[0].offset <= meta.last_offset:
+            # A redelivery after a restart: drop what the store already holds.
+            kept = [r for r in records if not meta.is_written(r.offset)]
+            self._log_skipped(meta, len(records) - len(kept))
+            records = kept
         failures: list[RecordFailure] = []
-        prepared: list[Prepared] = []
-        skipped = 0
-        for record in records:
-            if meta.is_written(record.offset):
-                skipped += 1
-                continue
-            try:
-                payload, size = self.format.prepare(record)
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
-                if halt:
-                    # The pipeline stops before this record; the rest is read again later.
-                    break
-                continue
-            prepared.append((record, payload, size, self.layout.time_dir(record)))
-            self.bytes_in += record_size(record)
-            self.bytes_out += size
-        if skipped:
-            self.log.info(
-                "records already in the store skipped sink=%s topic=%s partition=%d count=%d "
-                "last_offset=%d",
-                self.config.name,
-                topic,
-                partition,
-                skipped,
-                meta.last_offset,
-            )
-        pieces = self._plan(prepared)
-        if not pieces:
+        prepare = self.format.prepare
+        try:
+            payloads = [prepare(record) for record in records]
+            good = records
+        except RecordError:
+            good, payloads = self._prepare_one_by_one(records, failures, halt)
+        if not good:
             return failures
+        sizes = self.format.sizes(good, payloads)
+        # A sample is enough for the pipeline's output/input ratio.
+        self.sample_in += sum(record_size(r) for r in good[:256])
+        self.sample_out += sum(sizes[:256])
+        layout = self.layout
+        dirs = [layout.time_dir(r) for r in good] if layout.pattern else None
+        limit = self.config.batch_size_mb * 1024 * 1024
+        ranges = plan_objects(sizes, dirs, limit=limit, most=self.config.batch_size)
         suffix = self.config.suffix
         pending = [
             PendingObject(
-                path=self.layout.object_path(
+                path=layout.object_path(
                     topic,
-                    piece[0][3],
-                    data_object_name(partition, piece[0][0].offset, suffix),
+                    dirs[start] if dirs else "",
+                    data_object_name(partition, good[start].offset, suffix),
                 ),
-                first_offset=piece[0][0].offset,
-                last_offset=piece[-1][0].offset,
-                records=len(piece),
+                first_offset=good[start].offset,
+                last_offset=good[end - 1].offset,
+                records=end - start,
             )
-            for piece in pieces
+            for start, end in ranges
         ]
-        meta_path = self.layout.meta_path(topic, partition)
+        meta_path = layout.meta_path(topic, partition)
         meta.pending = pending
-        meta.add_rejected(
-            [f.record.offset for f in failures if f.record.offset < pending[-1].last_offset]
-        )
+        last = pending[-1].last_offset
+        meta.add_rejected([f.record.offset for f in failures if f.record.offset < last])
         await self.store.put(meta_path, meta.to_bytes())
-        for item, piece in zip(pending, pieces, strict=True):
-            data = await self._encode([p[1] for p in piece])
+        for item, (start, end) in zip(pending, ranges, strict=True):
+            data = await self._encode(payloads[start:end])
             await self.store.put(item.path, data)
             meta.mark_written(item)
+            self.bytes_written += len(data)
             self.log.info(
                 "object written sink=%s path=%s records=%d bytes=%d first_offset=%d last_offset=%d",
                 self.config.name,
@@ -181,44 +171,41 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         await self.store.put(meta_path, meta.to_bytes())
         return failures
 
+    def _prepare_one_by_one(
+        self, records: list[Any], failures: list[RecordFailure], halt: bool
+    ) -> tuple[list[Any], list[Any]]:
+        """(good records, their payloads); the rejected ones are added to ``failures``."""
+        good: list[Any] = []
+        payloads: list[Any] = []
+        for record in records:
+            try:
+                payloads.append(self.format.prepare(record))
+            except RecordError as exc:
+                failures.append(RecordFailure(record, exc))
+                if halt:
+                    # The pipeline stops before this record; the rest is read again later.
+                    break
+                continue
+            good.append(record)
+        return good, payloads
+
+    def _log_skipped(self, meta: PartitionMeta, count: int) -> None:
+        if count:
+            self.log.info(
+                "records already in the store skipped sink=%s topic=%s partition=%d count=%d "
+                "last_offset=%d",
+                self.config.name,
+                meta.topic,
+                meta.partition,
+                count,
+                meta.last_offset,
+            )
+
     async def _encode(self, payloads: list[Any]) -> bytes:
         if isinstance(self.format, ParquetFormat):
             # Parquet encoding and compression take a while and release the GIL.
             return await asyncio.to_thread(self.format.encode, payloads)
         return self.format.encode(payloads)
-
-    def _plan(self, prepared: list[Prepared]) -> list[list[Prepared]]:
-        """Cut records into objects: runs of one time directory, each at most the size limit.
-
-        Runs follow offset order, so the objects of a partition hold consecutive
-        records and the meta object's ``last_offset`` only moves forward. A run
-        over the limit is cut into pieces of about equal size rather than full
-        pieces and a small rest.
-        """
-        runs: list[list[Prepared]] = []
-        for item in prepared:
-            if runs and runs[-1][-1][3] == item[3]:
-                runs[-1].append(item)
-            else:
-                runs.append([item])
-        limit = self.config.batch_size_mb * 1024 * 1024
-        most = self.config.batch_size
-        pieces: list[list[Prepared]] = []
-        for run in runs:
-            total = sum(item[2] for item in run)
-            count = max(math.ceil(total / limit), math.ceil(len(run) / most), 1)
-            target = total / count
-            piece: list[Prepared] = []
-            size = 0
-            for item in run:
-                if piece and (size + item[2] > limit or size >= target or len(piece) >= most):
-                    pieces.append(piece)
-                    piece, size = [], 0
-                piece.append(item)
-                size += item[2]
-            if piece:
-                pieces.append(piece)
-        return pieces
 
     async def _meta(self, topic: str, partition: int) -> PartitionMeta:
         """The partition's meta, read (and recovered) once per assignment."""
@@ -300,6 +287,6 @@ class ObjectStoreSinkPipeline(SinkPipeline):
         # The pipeline counts key+value bytes; an object holds more (the JSON
         # envelope) or less (Parquet). Flush when the *object* would be full.
         sink = self.object_sink
-        if sink.bytes_in and sink.bytes_out:
-            ratio = sink.bytes_out / sink.bytes_in
+        if sink.sample_in and sink.sample_out:
+            ratio = sink.sample_out / sink.sample_in
             self.config.batch_bytes = max(1024, int(self.object_limit / ratio * 0.98))

@@ -1,8 +1,9 @@
-"""Bulk requests: cutting, lanes, per-item outcomes and item retries.
+"""Bulk requests: cutting, bounded concurrency, per-item outcomes and item retries.
 
-The operations of one write are spread over at most ``max_in_flight`` lanes by
-document id; each lane sends its requests one after another, so operations on
-one id keep their offset order while the lanes run side by side.
+The operations of one write are cut, in offset order, into requests that go out
+as soon as they are cut, at most ``max_in_flight`` at a time (the next ones are
+built meanwhile). A request that holds an operation on an id an earlier request
+also holds waits for that one, so operations on one id keep their offset order.
 
 Each item of a bulk response is one of:
 

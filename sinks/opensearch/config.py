@@ -21,8 +21,8 @@ class OpenSearchSinkConfig(SinkConfigBase):
 
     A write gathers up to ``batch_size`` records, cuts them into bulk requests of at
     most ``bulk_actions`` documents and ``bulk_bytes`` bytes, and keeps at most
-    ``max_in_flight`` requests open at once. Documents with the same id always go
-    through the same request lane, in offset order.
+    ``max_in_flight`` requests open at once. Operations on one document id are
+    applied in offset order.
     """
 
     type: Literal["opensearch"] = "opensearch"

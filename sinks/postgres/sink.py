@@ -9,7 +9,9 @@ text with the ``unknown`` type, so the server casts them to each column's type
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -190,6 +192,19 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
                 )
             )
 
+    async def unique_keys(self, name: str) -> list[set[str]]:
+        conn = self._conn()
+        cur = await conn.execute(
+            "SELECT i.indexrelid, a.attname FROM pg_index i JOIN pg_attribute a"
+            " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = to_regclass(%s) AND i.indisunique",
+            (self.ident(name).as_string(conn),),
+        )
+        keys: dict[int, set[str]] = {}
+        for index, column in await cur.fetchall():
+            keys.setdefault(index, set()).add(column)
+        return list(keys.values())
+
     # ---- writing ------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> None:
@@ -208,10 +223,13 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
             self.ident(statement.table), sql.SQL(", ").join(map(sql.Identifier, statement.columns))
         )
         columns = statement.columns
+        # itemgetter builds the row tuple in C; with one column it returns the bare value.
+        row: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*columns) if len(columns) > 1 else lambda values: (values[columns[0]],)
+        )
         async with conn.cursor() as cur, cur.copy(query) as copy:
             for op in statement.ops:
-                values = op.values
-                await copy.write_row([values[c] for c in columns])
+                await copy.write_row(row(op.values))
 
     def _upsert_sql(self, statement: Statement, rows: int) -> sql.Composed:
         key = ("upsert", statement.table, statement.columns, statement.pk, rows)

@@ -36,6 +36,7 @@ from sinks.sql.table import TableInfo, payload_columns, pk_columns
 
 PT_FORMATS = {"DAY": "%m-%d-%Y", "HOUR": "%m-%d-%Y %H", "MINUTE": "%m-%d-%Y %H:%M"}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.JSONDecoder().decode
 
 
 @dataclass(slots=True)
@@ -79,6 +80,9 @@ class RowBuilder:
         self.zone = ZoneInfo(config.timezone)
         self.pt_format = PT_FORMATS[config.partition_window_type]
         self.side = config.data_side().lower()
+        self.attrs = [c for c in self.fixed if c != "pt"]
+        self.with_pt = "pt" in self.fixed
+        self.record_time = config.partition_time == "record"
         self._pt_cache: tuple[int, str] = (-1, "")
         self._plans: dict[str, _TablePlan] = {}
 
@@ -86,15 +90,16 @@ class RowBuilder:
 
     def pt(self, record: Any) -> str:
         """The ``pt`` window of the record (system time or its timestamp)."""
-        if self.config.partition_time == "record" and record.timestamp and record.timestamp > 0:
+        if self.record_time and record.timestamp and record.timestamp > 0:
             seconds = record.timestamp / 1000
         else:
             seconds = self.clock()
         minute = int(seconds // 60)
-        if self._pt_cache[0] != minute:
+        cached = self._pt_cache
+        if cached[0] != minute:
             stamp = datetime.fromtimestamp(minute * 60, self.zone).strftime(self.pt_format)
-            self._pt_cache = (minute, stamp)
-        return self._pt_cache[1]
+            cached = self._pt_cache = (minute, stamp)
+        return cached[1]
 
     # ---- decoding ---------------------------------------------------------------------
 
@@ -115,6 +120,13 @@ class RowBuilder:
             raise RecordError(f"{what} of {where(record)} is not valid JSON: {exc}") from None
 
     def _object(self, data: bytes | None, what: str, record: Any) -> dict[str, Any]:
+        if data is not None:
+            try:
+                parsed = _loads(data.decode())
+            except ValueError:  # UnicodeDecodeError too; explained below
+                parsed = None
+            if parsed.__class__ is dict:
+                return parsed  # type: ignore[no-any-return]
         if data is None:
             raise RecordError(
                 f"{what} of {where(record)} is null; format {self.config.format} "
@@ -152,30 +164,32 @@ class RowBuilder:
     # ---- rows -------------------------------------------------------------------------
 
     def _plan(self, table: TableInfo) -> _TablePlan:
-        plan = self._plans.get(table.name)
-        if plan is None or plan.table is not table:
-            config = self.config
-            fill = data_columns(config, table) if config.write_mode == "put" else []
-            plan = self._plans[table.name] = _TablePlan(
-                table=table,
-                fields={},
-                template=dict.fromkeys(fill),
-                csv=csv_columns(config, table),
-                pk=tuple(table.resolve(c) or c for c in self.pk_fields),
-            )
+        config = self.config
+        fill = data_columns(config, table) if config.write_mode == "put" else []
+        plan = self._plans[table.name] = _TablePlan(
+            table=table,
+            fields={},
+            template=dict.fromkeys(fill),
+            csv=csv_columns(config, table),
+            pk=tuple(table.resolve(c) or c for c in self.pk_fields),
+        )
         return plan
 
     def build(self, record: Any, table: TableInfo) -> RowOp:
         """The row (or delete) for ``record`` in ``table``; raises RecordError."""
         config = self.config
-        plan = self._plan(table)
+        plan = self._plans.get(table.name)
+        if plan is None or plan.table is not table:
+            plan = self._plan(table)
         if record.value is None and config.delete_enabled:
             pk = self._key_fields(record, table, {})
             return RowOp(record, table.name, pk, tuple(pk.values()), delete=True)
         fmt = config.format
-        values: dict[str, Any] = dict(plan.template) if fmt == "FLATTEN" else {}
-        for name in self.fixed:
-            values[name] = self.pt(record) if name == "pt" else getattr(record, name)
+        values: dict[str, Any] = plan.template.copy() if fmt == "FLATTEN" else {}
+        for name in self.attrs:
+            values[name] = getattr(record, name)
+        if self.with_pt:
+            values["pt"] = self.pt(record)
         if fmt == "FLATTEN":
             data = record.key if self.side == "key" else record.value
             self._flatten(self._object(data, self.side, record), record, plan, values)
@@ -224,6 +238,7 @@ class RowBuilder:
     ) -> None:
         fields = plan.fields
         scalar = self.scalar
+        ints_as_text = not self.native_scalars
         for name, value in obj.items():
             column = fields.get(name)
             if column is None:
@@ -231,7 +246,13 @@ class RowBuilder:
             if column.__class__ is _Rejected:
                 raise RecordError(f"field {name!r} of {where(record)} {column}")
             # put: the template set every data column to NULL first (the whole row).
-            values[column] = value if value.__class__ is str else scalar(value)
+            kind = value.__class__
+            if kind is str:
+                values[column] = value
+            elif kind is int and ints_as_text:
+                values[column] = str(value)
+            else:
+                values[column] = scalar(value)
 
     def _field_column(self, plan: _TablePlan, name: str) -> str | _Rejected:
         """The column of a JSON field, or why it has none; remembered per table."""

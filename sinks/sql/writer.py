@@ -125,7 +125,7 @@ def after_first_failure(ops: Sequence[RowOp], failed: Sequence[Any]) -> list[Row
 class SqlSink(Sink[SqlConfigT]):
     """A table sink; subclasses implement the database hooks below."""
 
-    #: The next batch is read and built while the database writes this one.
+    #: The next batch is read from Kafka while the database writes this one.
     overlap_writes = True
     #: Pass JSON numbers/booleans as Python values (else as text the database casts).
     native_scalars = False
@@ -162,6 +162,10 @@ class SqlSink(Sink[SqlConfigT]):
 
     async def add_columns(self, name: str, columns: list[PlannedColumn]) -> None:
         """ALTER TABLE ADD COLUMN IF NOT EXISTS for each."""
+        raise NotImplementedError
+
+    async def unique_keys(self, name: str) -> list[set[str]]:
+        """The column sets of the table's primary key and unique indexes."""
         raise NotImplementedError
 
     def transaction(self) -> AbstractAsyncContextManager[Any]:
@@ -215,6 +219,7 @@ class SqlSink(Sink[SqlConfigT]):
         except Exception as exc:
             kind = self.classify(exc)
             text = " ".join(self.redact(describe_error(exc)).split())
+            self._tables.clear()  # someone may have changed a table: look again next time
             if kind == "retriable":
                 await self._reset()
                 raise RetriableError(text) from exc
@@ -245,6 +250,9 @@ class SqlSink(Sink[SqlConfigT]):
             ops = [op for op in ops if id(op) not in cut]
         if ops:
             failures += await self._apply(ops, halt=batch.halt_on_failure)
+        if len(failures) > 1:  # in record order, as they go to the error topic
+            position = {id(record): index for index, record in enumerate(batch.records)}
+            failures.sort(key=lambda failure: position[id(failure.record)])
         return failures
 
     async def table(self, name: str) -> TableInfo:
@@ -283,6 +291,12 @@ class SqlSink(Sink[SqlConfigT]):
             raise FatalError(
                 f"table {name!r} has no column {', '.join(repr(c) for c in absent)} "
                 f"(needed by format {config.format}, fixed_columns, pk or columns)"
+            )
+        pk = {info.resolve(c) or c for c in pk_columns(config)}
+        if config.insert_mode == "upsert" and pk not in await self.unique_keys(name):
+            raise FatalError(
+                f"table {name!r} has no primary key or unique index on exactly "
+                f"({', '.join(sorted(pk))}); insert_mode upsert needs one"
             )
         self._tables[name] = info
         return info

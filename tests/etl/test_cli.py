@@ -18,18 +18,28 @@ from etl.embedded import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def etl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def etl(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "etl.cli", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
     )
 
 
 def test_test_transform_runs_the_console_example() -> None:
-    result = etl("test-transform", str(ROOT / "transforms" / "add_suffix.py"),
-                 "--key", "demo", "--value", '{"key": "test"}')
+    result = etl(
+        "test-transform",
+        str(ROOT / "transforms" / "add_suffix.py"),
+        "--key",
+        "demo",
+        "--value",
+        '{"key": "test"}',
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["key"] == "demo"
@@ -38,8 +48,9 @@ def test_test_transform_runs_the_console_example() -> None:
 
 def test_test_transform_reports_errors_with_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.py"
-    path.write_text("SOURCE_TOPIC='a'\nTARGET_TOPIC='b'\ndef deal_message(m):\n"
-                    "    return m['value'] + 1\n")
+    path.write_text(
+        "SOURCE_TOPIC='a'\nTARGET_TOPIC='b'\ndef deal_message(m):\n    return m['value'] + 1\n"
+    )
     result = etl("test-transform", str(path), "--value", "x")
     assert result.returncode == 1
     assert f"{path}:4" in result.stderr
@@ -52,11 +63,14 @@ def test_test_transform_reports_errors_with_line(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_send_and_consume(kafka_bootstrap: str, uid: str) -> None:
-    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "ETL_KAFKA__ENABLE_IDEMPOTENCE": "false"}
+    env = {
+        "ETL_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ETL_KAFKA__ENABLE_IDEMPOTENCE": "false",
+    }
     topic = f"cli-{uid}"
-    sent = etl("send", topic, "--key", "K", "--value", "V", "--partition", "0",
-               "--header", "h=1", env=env)
+    sent = etl(
+        "send", topic, "--key", "K", "--value", "V", "--partition", "0", "--header", "h=1", env=env
+    )
     assert sent.returncode == 0, sent.stderr
     assert f"sent to {topic} partition 0 offset 0" in sent.stdout
     got = etl("consume", topic, "--from-beginning", "--max", "1", env=env)
@@ -73,29 +87,54 @@ def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> 
     log = (tmp_path / "dev.log").open("w")
     dev = subprocess.Popen(
         [sys.executable, "-m", "etl.cli", "dev", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
-        client_env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-                      "ETL_KAFKA__ENABLE_IDEMPOTENCE": "false"}
+        client_env = {
+            "ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "ETL_KAFKA__ENABLE_IDEMPOTENCE": "false",
+        }
         deadline = time.monotonic() + 90
         status_path = tmp_path / ".etl-data" / "status.json"
         while time.monotonic() < deadline:
             try:
                 status = json.loads(status_path.read_text())
-                if all(p["state"] == "running" and p["partitions"] for p in status["pipelines"]) \
-                        and len(status["pipelines"]) == 3:
+                if (
+                    all(p["state"] == "running" and p["partitions"] for p in status["pipelines"])
+                    and len(status["pipelines"]) == 3
+                ):
                     break
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.3)
         else:
             raise AssertionError((tmp_path / "dev.log").read_text())
-        sent = etl("send", "orders", "--key", "demo", "--value", '{"key": "test"}',
-                   env=client_env, cwd=tmp_path)
+        sent = etl(
+            "send",
+            "orders",
+            "--key",
+            "demo",
+            "--value",
+            '{"key": "test"}',
+            env=client_env,
+            cwd=tmp_path,
+        )
         assert sent.returncode == 0, sent.stderr
-        got = etl("consume", "orders-suffixed", "--from-beginning", "--max", "1",
-                  "--timeout", "30", env=client_env, cwd=tmp_path)
+        got = etl(
+            "consume",
+            "orders-suffixed",
+            "--from-beginning",
+            "--max",
+            "1",
+            "--timeout",
+            "30",
+            env=client_env,
+            cwd=tmp_path,
+        )
         assert json.loads(got.stdout)["value"] == '{"key": "test"}ValueSuffix'
     finally:
         os.killpg(dev.pid, signal.SIGTERM)

@@ -37,19 +37,41 @@ def test_good_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragment", "line"),
     [
-        ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndef deal_message(m)\n    return m\n",
-         "syntax error", 3),
-        ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nimport no_such_module_xyz\n"
-         "def deal_message(m):\n    return m\n", "ModuleNotFoundError", 3),
+        (
+            "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndef deal_message(m)\n    return m\n",
+            "syntax error",
+            3,
+        ),
+        (
+            "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nimport no_such_module_xyz\n"
+            "def deal_message(m):\n    return m\n",
+            "ModuleNotFoundError",
+            3,
+        ),
         ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\n", "no deal_message", None),
-        ("TARGET_TOPIC = 'b'\ndef deal_message(m):\n    return m\n", "SOURCE_TOPIC is not set", None),
-        ("SOURCE_TOPIC = 'same'\nTARGET_TOPIC = 'same'\ndef deal_message(m):\n    return m\n",
-         "must differ", 2),
-        ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nSTART_OFFSET = 'middle'\n"
-         "def deal_message(m):\n    return m\n", "START_OFFSET must be one of", 3),
+        (
+            "TARGET_TOPIC = 'b'\ndef deal_message(m):\n    return m\n",
+            "SOURCE_TOPIC is not set",
+            None,
+        ),
+        (
+            "SOURCE_TOPIC = 'same'\nTARGET_TOPIC = 'same'\ndef deal_message(m):\n    return m\n",
+            "must differ",
+            2,
+        ),
+        (
+            "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nSTART_OFFSET = 'middle'\n"
+            "def deal_message(m):\n    return m\n",
+            "START_OFFSET must be one of",
+            3,
+        ),
         ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndeal_message = 5\n", "not a function", 3),
-        ("SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nx = 1 / 0\ndef deal_message(m):\n    return m\n",
-         "ZeroDivisionError", 3),
+        (
+            "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\nx = 1 / 0\n"
+            "def deal_message(m):\n    return m\n",
+            "ZeroDivisionError",
+            3,
+        ),
     ],
 )
 def test_bad_files_name_file_and_line(

@@ -12,7 +12,12 @@ from etl.message import normalize_result, record_to_message
 
 def record(key: bytes | None, value: bytes | None, headers: list | None = None) -> SimpleNamespace:
     return SimpleNamespace(
-        key=key, value=value, topic="t", partition=2, offset=7, timestamp=1000,
+        key=key,
+        value=value,
+        topic="t",
+        partition=2,
+        offset=7,
+        timestamp=1000,
         headers=headers or [],
     )
 
@@ -20,8 +25,13 @@ def record(key: bytes | None, value: bytes | None, headers: list | None = None) 
 def test_record_to_message() -> None:
     message = record_to_message(record(b"k", "värde".encode(), [("h", b"1"), ("b", b"\xff")]))
     assert message == {
-        "key": "k", "value": "värde", "topic": "t", "partition": 2, "offset": 7,
-        "timestamp": 1000, "headers": {"h": "1", "b": b"\xff"},
+        "key": "k",
+        "value": "värde",
+        "topic": "t",
+        "partition": 2,
+        "offset": 7,
+        "timestamp": 1000,
+        "headers": {"h": "1", "b": b"\xff"},
     }
 
 

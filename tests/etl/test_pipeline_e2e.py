@@ -74,6 +74,19 @@ def test_kcat_in_transform_kcat_out_keeps_order_per_key(
     assert all(len(parts) == 1 for parts in partitions_per_key.values())
 
 
+def test_faust_worker_command_runs_the_same_app(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    source, target = f"faust-{uid}", f"faust-out-{uid}"
+    transform(tmp_path, "suffix", SUFFIX.format(source=source, target=target))
+    path = config(tmp_path, kafka_bootstrap, uid)
+    with WorkerProcess(path, faust_command=True) as worker:
+        worker.wait_running("suffix")
+        kcat_produce(kafka_bootstrap, source, ["k\thello"])
+        out = asyncio.run(wait_count(kafka_bootstrap, target, 1))
+    assert [r.value for r in out] == [b"helloValueSuffix"]
+
+
 FILTER_FANOUT = """
 SOURCE_TOPIC = {source!r}
 TARGET_TOPIC = {target!r}
@@ -133,8 +146,12 @@ def test_errors_go_to_dead_letter_and_the_pipeline_goes_on(
     with WorkerProcess(path) as worker:
         worker.wait_running("errs")
         items: list[tuple[bytes, bytes]] = [
-            (b"k1", b"ok1"), (b"k2", b"boom"), (b"k3", b"int"), (b"k4", b"big"),
-            (b"k5", b"bad\xc3\x28utf8"), (b"k6", b"ok2"),
+            (b"k1", b"ok1"),
+            (b"k2", b"boom"),
+            (b"k3", b"int"),
+            (b"k4", b"big"),
+            (b"k5", b"bad\xc3\x28utf8"),
+            (b"k6", b"ok2"),
         ]
         asyncio.run(produce(kafka_bootstrap, source, items, headers=[("trace", b"t-1")]))
         out = asyncio.run(wait_count(kafka_bootstrap, target, 2))
@@ -222,7 +239,9 @@ def test_bad_transform_files_are_reported_and_the_rest_run(
     transform(tmp_path, "syntax", "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndef deal_message(m)\n")
     transform(tmp_path, "nofunc", "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\n")
     transform(
-        tmp_path, "same", "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'a'\ndef deal_message(m):\n  return m\n"
+        tmp_path,
+        "same",
+        "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'a'\ndef deal_message(m):\n  return m\n",
     )
     with WorkerProcess(config(tmp_path, kafka_bootstrap, uid)) as worker:
         worker.wait_running("good")
@@ -278,7 +297,8 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str, u
     asyncio.run(create_topic(kafka_bootstrap, source, 4))
     # A slow function (0.3 ms a message) so that the kill lands mid-stream.
     slow = SEQ.format(source=source, target=target).replace(
-        "def deal_message(message):", "import time\n\ndef deal_message(message):\n    time.sleep(0.0003)"
+        "def deal_message(message):",
+        "import time\n\ndef deal_message(message):\n    time.sleep(0.0003)",
     )
     transform(tmp_path, "seq", slow)
     path = config(tmp_path, kafka_bootstrap, uid, kafka={"max_batch_records": batch})
@@ -295,9 +315,16 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str, u
         worker.stop()
     with WorkerProcess(path, name="restarted") as again:
         records = asyncio.run(wait_count(kafka_bootstrap, target, total, timeout=180))
-        again.wait_for(lambda w: all(
-            p["lag"] == 0 for p in (w.pipeline("seq") or {"partitions": {"x": {"lag": 1}}})[
-                "partitions"].values()), 120, "lag 0")
+        again.wait_for(
+            lambda w: all(
+                p["lag"] == 0
+                for p in (w.pipeline("seq") or {"partitions": {"x": {"lag": 1}}})[
+                    "partitions"
+                ].values()
+            ),
+            120,
+            "lag 0",
+        )
         records = asyncio.run(read_all(kafka_bootstrap, target))
     counts = Counter(int(r.value.decode().removesuffix(":done")) for r in records)
     assert set(counts) == set(range(total)), "nothing lost"
@@ -319,10 +346,13 @@ def test_two_workers_split_partitions_and_take_over(
         directory = tmp_path / name
         directory.mkdir()
         paths.append(
-            config(directory, kafka_bootstrap, uid, transforms_dir=str(transforms_dir / "transforms"))
+            config(
+                directory, kafka_bootstrap, uid, transforms_dir=str(transforms_dir / "transforms")
+            )
         )
     first, second = WorkerProcess(paths[0], "a").start(), WorkerProcess(paths[1], "b").start()
     try:
+
         def split(_: WorkerProcess) -> bool:
             a, b = first.pipeline("split"), second.pipeline("split")
             return bool(a and b and len(a["partitions"]) == 2 and len(b["partitions"]) == 2)

@@ -260,6 +260,11 @@ async def test_fixed_columns_can_be_left_out(sql_target: SqlTarget) -> None:
     records = [make_record("t", 0, 0, None, '{"id": 1, "name": "test"}')]
     assert await write(sql_target, config, records) == []
     assert sql_target.rows(table, "id", "name", order="id") == [(1, "test")]
+    single = unique_table("adb_one")
+    sql_target.execute(f"CREATE TABLE {sql_target.q(single)} (id BIGINT)")
+    config = sql_target.config(table=single, format="FLATTEN", mode="VALUE", fixed_columns=[])
+    assert await write(sql_target, config, [make_record("t", 0, 0, None, '{"id": 2}')]) == []
+    assert sql_target.rows(single, "id", order="id") == [(2,)]
 
 
 async def test_a_missing_fixed_column_is_a_clear_error(sql_target: SqlTarget) -> None:

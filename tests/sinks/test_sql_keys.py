@@ -229,3 +229,19 @@ async def test_unreachable_database_is_retriable_and_keeps_the_password(
         await sink.open()
     assert secret not in str(caught.value)
     assert secret not in repr(config)
+
+
+async def test_upsert_without_a_unique_key_is_a_clear_error(sql_target: SqlTarget) -> None:
+    table = unique_table("nokey")
+    sql_target.execute(f"CREATE TABLE {sql_target.q(table)} (id BIGINT, name TEXT)")
+    config = sql_target.config(
+        table=table,
+        format="FLATTEN",
+        mode="VALUE",
+        fixed_columns=[],
+        insert_mode="upsert",
+        pk_mode="record_value",
+        pk_fields=["id"],
+    )
+    with pytest.raises(FatalError, match=r"no primary key or unique index on exactly \(id\)"):
+        await write(sql_target, config, [make_record("t", 0, 0, None, '{"id": 1}')])

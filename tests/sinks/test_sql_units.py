@@ -176,8 +176,11 @@ def test_postgres_verifies_tls_by_default() -> None:
 def test_mysql_dsn_and_tls() -> None:
     address = parse_dsn("mysql://us%40r:p%3Ass@db.example:3307/shop?ssl_mode=required")
     assert (address.user, address.password, address.host, address.port) == (
-        "us@r", "p:ss", "db.example", 3307,
-    )  # fmt: skip
+        "us@r",
+        "p:ss",
+        "db.example",
+        3307,
+    )
     base = {"name": "m", "type": "mysql", "topics": ["t"], "table": "t"}
     config = MySQLSinkConfig.model_validate({**base, "host": "db", "database": "shop"})
     kwargs = connect_kwargs(config)

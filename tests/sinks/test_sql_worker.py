@@ -4,6 +4,7 @@ PostgreSQL / MariaDB, including a 20 s database outage and a kill -9 mid-stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -60,6 +61,10 @@ def wait(
     raise AssertionError(f"timed out waiting for {what}:\n{worker.log()[-5000:]}")
 
 
+def landed(target: SqlTarget, table: str, rows: int) -> bool:
+    return count_or_zero(target, table) >= rows
+
+
 def count_or_zero(target: SqlTarget, table: str) -> int:
     try:
         return target.count(table)
@@ -96,10 +101,19 @@ def test_document_examples_through_a_worker(
     for name, fmt in formats.items():
         topic = f"topic_{name}-{uid}"
         asyncio.run(create_topic(kafka_bootstrap, topic, 1))
-        sinks.append(sink(sql_target, f"doc-{name}", topic, table=tables[name], format=fmt,
-                          mode="VALUE", partition_window_type="MINUTE"))  # fmt: skip
+        sinks.append(
+            sink(
+                sql_target,
+                f"doc-{name}",
+                topic,
+                table=tables[name],
+                format=fmt,
+                mode="VALUE",
+                partition_window_type="MINUTE",
+            )
+        )
     # The abnormal-data example under each rule, each on its own topic and table.
-    rules = {
+    rules: dict[str, dict[str, Any]] = {
         "errtopic": {"skip_error": False, "runtime_error_topic": f"runtime_error-{uid}"},
         "skip": {"skip_error": True},
         "stop": {"skip_error": False, "on_error": "stop"},
@@ -110,15 +124,24 @@ def test_document_examples_through_a_worker(
         flatten_table(sql_target, table)
         asyncio.run(create_topic(kafka_bootstrap, topic, 1))
         lines[name] = [f"{key}\t{value}" for key, value in BAD_EXAMPLE]
-        sinks.append(sink(sql_target, f"abn-{name}", topic, table=table, format="FLATTEN",
-                          mode="VALUE", **options))  # fmt: skip
+        sinks.append(
+            sink(
+                sql_target,
+                f"abn-{name}",
+                topic,
+                table=table,
+                format="FLATTEN",
+                mode="VALUE",
+                **options,
+            )
+        )
     config = worker_config(tmp_path, kafka_bootstrap, uid, sinks)
     with WorkerProcess(config) as worker:
         for name in lines:
             topic = f"topic_{name}-{uid}" if name in formats else f"abnormal_{name}-{uid}"
             kcat_produce(kafka_bootstrap, topic, lines[name])
         for name in ("text", "csv", "json", "flatten", "errtopic", "skip"):
-            wait(lambda n=name: count_or_zero(sql_target, tables[n]) >= 2, worker, what=name)
+            wait(functools.partial(landed, sql_target, tables[name], 2), worker, what=name)
 
         def stopped() -> bool:
             status = worker.pipeline("abn-stop") or {}
@@ -198,19 +221,24 @@ def test_database_outage_of_20s_loses_nothing(
 def test_kill_9_mid_stream_loses_nothing_and_upserts_no_duplicates(
     sql_target: SqlTarget, kafka_bootstrap: str, uid: str, tmp_path: Path
 ) -> None:
-    total = 20000
+    total = 30000
     topic = f"kill-{uid}"
     upserted, inserted = unique_table("kill_up"), unique_table("kill_in")
     asyncio.run(create_topic(kafka_bootstrap, topic, 3))
     asyncio.run(produce(kafka_bootstrap, topic, values(0, total)))
     plain = {**KEYED, "insert_mode": "insert", "pk_mode": "none", "pk_fields": []}
-    config = worker_config(tmp_path, kafka_bootstrap, uid, [
-        sink(sql_target, "kill-up", topic, table=upserted, batch_size=200, **KEYED),
-        sink(sql_target, "kill-in", topic, table=inserted, batch_size=200, **plain),
-    ])  # fmt: skip
+    config = worker_config(
+        tmp_path,
+        kafka_bootstrap,
+        uid,
+        [
+            sink(sql_target, "kill-up", topic, table=upserted, batch_size=100, **KEYED),
+            sink(sql_target, "kill-in", topic, table=inserted, batch_size=100, **plain),
+        ],
+    )
     worker = WorkerProcess(config).start()
     try:
-        wait(lambda: count_or_zero(sql_target, upserted) >= 1000, worker, what="1000 rows")
+        wait(lambda: count_or_zero(sql_target, upserted) >= 500, worker, what="500 rows")
     finally:
         worker.kill()
     landed_before = sql_target.count(upserted)

@@ -8,6 +8,7 @@ import json
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,7 +55,9 @@ class ScriptedServer:
         with self.lock:
             return [m for r in self.requests if 200 <= r.status < 300 for m in r.messages]
 
-    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], str]:
+    def answer(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], str]:
         with self.lock:
             cue = self.script.pop(0) if self.script else self.default
             status, extra, text = cue if isinstance(cue, tuple) else (cue, {}, "")
@@ -92,13 +95,20 @@ class ScriptedServer:
             self.server.server_close()
 
 
-@pytest.fixture
-def http_server() -> Iterator[ScriptedServer]:
-    server = ScriptedServer(free_port()).start()
+@contextmanager
+def serving(context: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
+    """A started server on a free port (HTTPS with ``context``), stopped on the way out."""
+    server = ScriptedServer(free_port(), scheme="https" if context else "http").start(context)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def http_server() -> Iterator[ScriptedServer]:
+    with serving() as server:
+        yield server
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -119,7 +129,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
@@ -141,8 +153,5 @@ def https_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, Path]]:
     cert, key = self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = ScriptedServer(free_port(), scheme="https").start(context)
-    try:
+    with serving(context) as server:
         yield server, cert
-    finally:
-        server.stop()

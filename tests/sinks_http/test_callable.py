@@ -10,11 +10,16 @@ import pytest
 
 from etl.config import validate_plugin
 from etl.testing.kafka import create_topic, read_all
-from sinks.http.config import HttpSinkConfig
 from sinks.http.sink import HttpSinkPipeline
-from tests.sinks_object_store.harness import produce_records, running, sink_settings, wait_until
+from tests.sinks_http.test_http import http_config
+from tests.sinks_object_store.harness import (
+    produce_records,
+    running,
+    sink_settings,
+    wait_until,
+)
 
-HANDLERS = '''
+HANDLERS = """
 import asyncio
 
 received = []
@@ -42,7 +47,7 @@ def refuse_odd(messages):
     if any(m["offset"] % 2 for m in messages):
         raise ValueError("odd offsets are not welcome")
     received.extend(messages)
-'''
+"""
 
 
 def handlers(tmp_path: Path, uid: str) -> str:
@@ -52,30 +57,18 @@ def handlers(tmp_path: Path, uid: str) -> str:
     return name
 
 
-def callable_config(uid: str, topic: str, ref: str, **options: Any) -> HttpSinkConfig:
-    return HttpSinkConfig.model_validate(
-        {
-            "name": f"fn-{uid}",
-            "type": "http",
-            "topics": [topic],
-            "start_offset": "earliest",
-            "callable": ref,
-            "linger_ms": 100,
-            "retry_backoff_ms": 20,
-            "on_error": "continue",
-            **options,
-        }
-    )
-
-
-async def run(tmp_path: Path, bootstrap: str, uid: str, function: str, count: int, **options: Any) -> tuple[Any, Any]:
+async def run(
+    tmp_path: Path, bootstrap: str, uid: str, function: str, count: int, **options: Any
+) -> tuple[Any, Any]:
     topic = f"fn-{uid}"
     await create_topic(bootstrap, topic, 1)
-    await produce_records(bootstrap, topic, ((b"k%d" % i, b"v%d" % i, 0, None) for i in range(count)))
+    await produce_records(
+        bootstrap, topic, ((b"k%d" % i, b"v%d" % i, 0, None) for i in range(count))
+    )
     module = handlers(tmp_path, uid)
     settings = sink_settings(tmp_path, bootstrap, uid)
     settings.config_path = tmp_path / "etl.yaml"
-    config = callable_config(uid, topic, f"{module}:{function}", **options)
+    config = http_config(uid, topic, None, callable=f"{module}:{function}", **options)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(
             lambda: pipeline.status.produced + pipeline.status.dead_lettered == count,
@@ -122,11 +115,13 @@ async def test_unimportable_callable_fails_the_start_naming_it(
 ) -> None:
     topic = f"fn-{uid}"
     await create_topic(kafka_bootstrap, topic, 1)
-    config = callable_config(uid, topic, "no_such_module_xyz:handle")
+    config = http_config(uid, topic, None, callable="no_such_module_xyz:handle")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(lambda: pipeline.status.state == "failed", what="start failure")
-    assert "callable 'no_such_module_xyz:handle' cannot be imported" in (pipeline.status.error or "")
+    assert "callable 'no_such_module_xyz:handle' cannot be imported" in (
+        pipeline.status.error or ""
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,11 +130,26 @@ async def test_unimportable_callable_fails_the_start_naming_it(
         ({}, "set exactly one of url and callable"),
         ({"url": "http://x", "callable": "m:f"}, "set exactly one of url and callable"),
         ({"url": "ftp://x"}, "sinks[0].url: Value error, must be an http"),
-        ({"callable": "module.function"}, "sinks[0].callable: Value error, must be 'package.module:function'"),
-        ({"url": "http://x", "batch_size": 5001}, "sinks[0].batch_size: Input should be less than or equal to 5000"),
-        ({"url": "http://x", "retries": 0}, "sinks[0].retries: Input should be greater than or equal to 1"),
-        ({"url": "http://x", "retries": 4}, "sinks[0].retries: Input should be less than or equal to 3"),
-        ({"url": "http://x", "send_mode": "fire"}, "sinks[0].send_mode: Input should be 'async' or 'sync'"),
+        (
+            {"callable": "module.function"},
+            "sinks[0].callable: Value error, must be 'package.module:function'",
+        ),
+        (
+            {"url": "http://x", "batch_size": 5001},
+            "sinks[0].batch_size: Input should be less than or equal to 5000",
+        ),
+        (
+            {"url": "http://x", "retries": 0},
+            "sinks[0].retries: Input should be greater than or equal to 1",
+        ),
+        (
+            {"url": "http://x", "retries": 4},
+            "sinks[0].retries: Input should be less than or equal to 3",
+        ),
+        (
+            {"url": "http://x", "send_mode": "fire"},
+            "sinks[0].send_mode: Input should be 'async' or 'sync'",
+        ),
         ({"url": "http://x", "headers": {"Bad Name": "x"}}, "invalid header name(s): 'Bad Name'"),
     ],
 )

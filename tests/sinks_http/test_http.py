@@ -13,30 +13,35 @@ from etl.testing.kafka import create_topic, read_all
 from sinks.http.config import HttpSinkConfig
 from sinks.http.sink import HttpSinkPipeline
 from tests.sinks_http.conftest import ScriptedServer
-from tests.sinks_object_store.harness import produce_records, running, sink_settings, wait_until
+from tests.sinks_object_store.harness import (
+    produce_records,
+    running,
+    sink_config,
+    sink_settings,
+    wait_until,
+    worker_config,
+)
 
 pytestmark = pytest.mark.kafka
 
 TOKEN = "Bearer s3cr3t-t0ken-value"  # noqa: S105 - a test credential
 
 
-def http_config(uid: str, topic: str, url: str, **options: Any) -> HttpSinkConfig:
-    return HttpSinkConfig.model_validate(
-        {
-            "name": f"http-{uid}",
-            "type": "http",
-            "topics": [topic],
-            "start_offset": "earliest",
-            "url": url,
-            "linger_ms": 100,
-            "retry_backoff_ms": 20,
-            "on_error": "continue",
-            **options,
-        }
-    )
+def http_config(uid: str, topic: str, url: str | None, **options: Any) -> HttpSinkConfig:
+    """A config of the sink under test: ``url``, or a ``callable`` among ``options``."""
+    options = {
+        **({"url": url} if url else {}),
+        "linger_ms": 100,
+        "retry_backoff_ms": 20,
+        "on_error": "continue",
+        **options,
+    }
+    return sink_config(HttpSinkConfig, "http", f"http-{uid}", topic, **options)
 
 
-async def produce_values(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1) -> None:
+async def produce_values(
+    bootstrap: str, topic: str, values: list[bytes], partitions: int = 1
+) -> None:
     await create_topic(bootstrap, topic, partitions)
     await produce_records(
         bootstrap, topic, ((b"k%d" % i, v, i % partitions, 1000 + i) for i, v in enumerate(values))
@@ -48,9 +53,7 @@ async def test_batches_of_exported_messages_with_headers(
 ) -> None:
     topic = f"fn-{uid}"
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(45)])
-    config = http_config(
-        uid, topic, http_server.url, auth_token=TOKEN, headers={"X-Source": "etl"}
-    )
+    config = http_config(uid, topic, http_server.url, auth_token=TOKEN, headers={"X-Source": "etl"})
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(lambda: len(http_server.delivered()) == 45, pipeline=pipeline, what="45")
@@ -170,7 +173,9 @@ async def test_oversize_messages(
     # sync mode: 6 MB per request, so the big message goes with its value.
     http_server.requests.clear()
     sync = http_config(uid + "s", topic, http_server.url, send_mode="sync")
-    async with running(HttpSinkPipeline, sync, sink_settings(tmp_path, kafka_bootstrap, uid + "s")) as p:
+    async with running(
+        HttpSinkPipeline, sync, sink_settings(tmp_path, kafka_bootstrap, uid + "s")
+    ) as p:
         await wait_until(lambda: len(http_server.delivered()) == 19, pipeline=p, what="19 sync")
     delivered = http_server.delivered()
     assert delivered[15]["value"] == big.decode() and delivered[15]["overflowFlag"] is False
@@ -208,7 +213,9 @@ async def test_tls_is_verified(
     topic = f"tls-{uid}"
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(3)])
     untrusted = http_config(uid, topic, server.url, max_retries=1)
-    async with running(HttpSinkPipeline, untrusted, sink_settings(tmp_path, kafka_bootstrap, uid)) as p:
+    async with running(
+        HttpSinkPipeline, untrusted, sink_settings(tmp_path, kafka_bootstrap, uid)
+    ) as p:
         await wait_until(lambda: p.status.state == "failed", what="gave up")
         assert "CERTIFICATE_VERIFY_FAILED" in (p.status.error or "")
         assert p.status.partitions[f"{topic}/0"].committed in (None, 0)
@@ -217,3 +224,39 @@ async def test_tls_is_verified(
     again = sink_settings(tmp_path, kafka_bootstrap, uid + "t")
     async with running(HttpSinkPipeline, trusted, again) as p:
         await wait_until(lambda: len(server.delivered()) == 3, pipeline=p, what="3 over TLS")
+
+
+def test_worker_posts_what_kcat_produced(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    """The sink configured in etl.yaml, in a real ``etl worker``, fed by kcat."""
+    import asyncio
+
+    from etl.testing.kcat import kcat_produce
+    from etl.testing.worker import WorkerProcess
+
+    topic = f"kcat-{uid}"
+    asyncio.run(create_topic(kafka_bootstrap, topic, 2))
+    http_server.script = [500]
+    name = f"fn-{uid}"
+    sink = {
+        "name": name,
+        "type": "http",
+        "topics": [topic],
+        "url": http_server.url,
+        "auth_token": "${FN_TOKEN}",
+        "retry_backoff_ms": 20,
+        "on_error": "continue",
+    }
+    config = worker_config(tmp_path, kafka_bootstrap, uid, [sink])
+    with WorkerProcess(config, env={"FN_TOKEN": TOKEN}) as worker:
+        worker.wait_running(name)
+        kcat_produce(kafka_bootstrap, topic, [f"k{i % 5}\tv{i}" for i in range(60)])
+        worker.wait_for(lambda _w: len(http_server.delivered()) == 60, 60, "60 delivered")
+    messages = http_server.delivered()
+    assert sorted(int(m["value"][1:]) for m in messages) == list(range(60))
+    for key in {m["key"] for m in messages}:
+        values = [int(m["value"][1:]) for m in messages if m["key"] == key]
+        assert values == sorted(values), "per-key order kept"
+    assert all(r.headers.get("Authorization") == TOKEN for r in http_server.requests)
+    assert TOKEN not in worker.log()

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from etl.config import ETLSettings
 from etl.redact import Redactor
+from etl.testing.worker import write_config
 
 
 def sink_settings(tmp_path: Path, bootstrap: str, uid: str, **overrides: Any) -> ETLSettings:
@@ -31,6 +32,24 @@ def sink_settings(tmp_path: Path, bootstrap: str, uid: str, **overrides: Any) ->
     }
     data.update(overrides)
     return ETLSettings.model_validate(data)
+
+
+def sink_config(model: Any, type_name: str, name: str, topic: str, **options: Any) -> Any:
+    """A validated sink config reading ``topic`` from the beginning."""
+    return model.model_validate(
+        {"name": name, "type": type_name, "topics": [topic], "start_offset": "earliest", **options}
+    )
+
+
+def worker_config(tmp_path: Path, bootstrap: str, uid: str, sinks: list[dict[str, Any]]) -> Path:
+    """An ``etl.yaml`` for a real worker running ``sinks`` (from the beginning of their topics)."""
+    return write_config(
+        tmp_path,
+        bootstrap,
+        kafka={"group_prefix": f"t{uid}", "max_batch_records": 500},
+        errors={"dead_letter_topic": f"dlq-{uid}"},
+        sinks=[{"start_offset": "earliest", **sink} for sink in sinks],
+    )
 
 
 @asynccontextmanager

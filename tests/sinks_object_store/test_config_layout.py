@@ -70,8 +70,14 @@ def test_batching_follows_size_and_window() -> None:
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({"batch_size_mb": 0}, "sinks[0].batch_size_mb: Input should be greater than or equal to 1"),
-        ({"batch_size_mb": 129}, "sinks[0].batch_size_mb: Input should be less than or equal to 128"),
+        (
+            {"batch_size_mb": 0},
+            "sinks[0].batch_size_mb: Input should be greater than or equal to 1",
+        ),
+        (
+            {"batch_size_mb": 129},
+            "sinks[0].batch_size_mb: Input should be less than or equal to 128",
+        ),
         ({"path_layout": "YYYY-MM"}, "sinks[0].path_layout: Input should be 'none'"),
         ({"format": "csv"}, "sinks[0].format: Input should be 'jsonl', 'parquet' or 'raw'"),
         ({"timezone": "Mars/Olympus"}, "sinks[0].timezone: unknown time zone"),

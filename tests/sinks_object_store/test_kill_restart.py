@@ -9,24 +9,32 @@ from pathlib import Path
 import pytest
 
 from etl.testing.kafka import create_topic
-from etl.testing.worker import WorkerProcess, write_config
+from etl.testing.worker import WorkerProcess
 from tests.sinks_object_store.conftest import data_objects, lines_of, local_objects
-from tests.sinks_object_store.harness import produce_records
+from tests.sinks_object_store.harness import produce_records, worker_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 3
-PER_ROUND = 12_000
+PER_ROUND = 15_000
+# About 14 MB of lines a round: 1 MiB objects keep the worker writing when it is killed.
+VALUE = b"v" * 700
 
 
 def produce_round(bootstrap: str, topic: str, start: int) -> None:
-    value = b"v" * 150
-    items = ((b"k%d" % i, b"%d:" % i + value, i % PARTITIONS, None) for i in range(start, start + PER_ROUND))
+    items = (
+        (b"k%d" % i, b"%d:" % i + VALUE, i % PARTITIONS, None)
+        for i in range(start, start + PER_ROUND)
+    )
     asyncio.run(produce_records(bootstrap, topic, items))
 
 
 def written_lines(root: Path) -> int:
     return sum(data.count(b"\n") for data in data_objects(local_objects(root)).values())
+
+
+def object_count(root: Path) -> int:
+    return sum(1 for path in root.rglob("partition_*") if not path.name.startswith("."))
 
 
 def test_kill_during_writes_then_restart_loses_and_doubles_nothing(
@@ -36,24 +44,16 @@ def test_kill_during_writes_then_restart_loses_and_doubles_nothing(
     asyncio.run(create_topic(kafka_bootstrap, topic, PARTITIONS))
     root = tmp_path / "store"
     name = f"crash-{uid}"
-    config = write_config(
-        tmp_path,
-        kafka_bootstrap,
-        kafka={"group_prefix": f"t{uid}", "max_batch_records": 500},
-        errors={"dead_letter_topic": f"dlq-{uid}"},
-        sinks=[
-            {
-                "name": name,
-                "type": "object_store",
-                "topics": [topic],
-                "start_offset": "earliest",
-                "url": str(root),
-                "batch_size_mb": 1,
-                "batch_window_minutes": 0.005,
-                "path_layout": "YYYY/MM/dd/HH",
-            }
-        ],
-    )
+    sink = {
+        "name": name,
+        "type": "object_store",
+        "topics": [topic],
+        "url": str(root),
+        "batch_size_mb": 1,
+        "batch_window_minutes": 0.005,
+        "path_layout": "YYYY/MM/dd/HH",
+    }
+    config = worker_config(tmp_path, kafka_bootstrap, uid, [sink])
     total = 0
     for round_number in range(3):
         produce_round(kafka_bootstrap, topic, total)
@@ -62,13 +62,15 @@ def test_kill_during_writes_then_restart_loses_and_doubles_nothing(
         try:
             if round_number < 2:
                 # Kill as soon as this round's records are being written, mid-stream.
-                already = written_lines(root)
+                already = object_count(root)
                 worker.wait_for(
-                    lambda _w, floor=already: written_lines(root) > floor, 90, "objects written"
+                    lambda _w, floor=already: object_count(root) > floor, 90, "objects written"
                 )
                 worker.kill()
             else:
-                worker.wait_for(lambda _w: written_lines(root) >= total, 120, "everything written")
+                worker.wait_for(
+                    lambda _w, want=total: written_lines(root) >= want, 120, "everything written"
+                )
         finally:
             worker.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ from etl.testing.kafka import create_topic, read_all
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.sink import ObjectStoreSinkPipeline
 from tests.sinks_object_store.conftest import NAME, data_objects, lines_of, local_objects
-from tests.sinks_object_store.harness import produce_records, running, sink_settings, wait_until
+from tests.sinks_object_store.harness import (
+    produce_records,
+    running,
+    sink_config,
+    sink_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -26,18 +33,32 @@ def stamp(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def sink_config(uid: str, topic: str, root: Path, **options: Any) -> ObjectStoreSinkConfig:
-    return ObjectStoreSinkConfig.model_validate(
-        {
-            "name": f"obj-{uid}",
-            "type": "object_store",
-            "topics": [topic],
-            "start_offset": "earliest",
-            "url": str(root),
-            "batch_window_minutes": 0.02,
-            **options,
-        }
-    )
+def object_config(uid: str, topic: str, root: Path, **options: Any) -> ObjectStoreSinkConfig:
+    options = {"url": str(root), "batch_window_minutes": 0.02, **options}
+    return sink_config(ObjectStoreSinkConfig, "object_store", f"obj-{uid}", topic, **options)
+
+
+async def write_all(
+    tmp_path: Path,
+    bootstrap: str,
+    uid: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes | None, int | None, int | None]],
+    last_offsets: dict[int, int],
+    *,
+    partitions: int = 1,
+    **options: Any,
+) -> Path:
+    """Produce ``items``, run the sink until the meta objects say ``last_offsets``; the root."""
+    await create_topic(bootstrap, topic, partitions)
+    await produce_records(bootstrap, topic, items)
+    root = tmp_path / "store"
+    config = object_config(uid, topic, root, **options)
+    async with running(
+        ObjectStoreSinkPipeline, config, sink_settings(tmp_path, bootstrap, uid)
+    ) as p:
+        await wait_until(lambda: meta_offsets(root) == last_offsets, pipeline=p, what="written")
+    return root
 
 
 def meta_offsets(root: Path) -> dict[int, int]:
@@ -51,21 +72,16 @@ def meta_offsets(root: Path) -> dict[int, int]:
 
 async def test_layout_names_and_lines(tmp_path: Path, kafka_bootstrap: str, uid: str) -> None:
     topic = f"objects-{uid}"
-    await create_topic(kafka_bootstrap, topic, 2)
     ten, eleven = stamp("2024-03-05T10:59:30"), stamp("2024-03-05T11:00:10")
     items: list[tuple[bytes | None, bytes | None, int | None, int | None]] = [
-        (f"k{i}".encode(), f"v{i} ünïcode \"q\"".encode(), 0, ten if i < 15 else eleven)
+        (f"k{i}".encode(), f'v{i} ünïcode "q"'.encode(), 0, ten if i < 15 else eleven)
         for i in range(30)
     ]
     items += [(None, b"no key", 1, ten), (b"tombstone", None, 1, ten)]
-    await produce_records(kafka_bootstrap, topic, items)
-    root = tmp_path / "store"
-    config = sink_config(uid, topic, root, instance_id=f"inst-{uid}", path_layout="YYYY/MM/dd/HH")
-    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
-    async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await wait_until(
-            lambda: meta_offsets(root) == {0: 29, 1: 1}, pipeline=pipeline, what="all written"
-        )
+    root = await write_all(
+        tmp_path, kafka_bootstrap, uid, topic, items, {0: 29, 1: 1},
+        partitions=2, instance_id=f"inst-{uid}", path_layout="YYYY/MM/dd/HH",
+    )  # fmt: skip
     objects = data_objects(local_objects(root))
     base = f"inst-{uid}/{topic}"
     dirs = sorted(path.rsplit("/", 1)[0] for path in objects)
@@ -111,7 +127,7 @@ async def test_rotation_by_size(tmp_path: Path, kafka_bootstrap: str, uid: str) 
     )
     root = tmp_path / "store"
     # A long window: only the size limit can close objects while the test waits.
-    config = sink_config(uid, topic, root, batch_size_mb=1, batch_window_minutes=60)
+    config = object_config(uid, topic, root, batch_size_mb=1, batch_window_minutes=60)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
         await wait_until(
@@ -133,14 +149,18 @@ async def test_rotation_by_time_flushes_an_idle_partition(
     topic = f"idle-{uid}"
     await create_topic(kafka_bootstrap, topic, 1)
     root = tmp_path / "store"
-    config = sink_config(uid, topic, root, batch_window_minutes=0.01)
+    config = object_config(uid, topic, root, batch_window_minutes=0.01)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await produce_records(kafka_bootstrap, topic, ((None, b"a%d" % i, 0, None) for i in range(5)))
+        await produce_records(
+            kafka_bootstrap, topic, ((None, b"a%d" % i, 0, None) for i in range(5))
+        )
         await wait_until(
             lambda: meta_offsets(root) == {0: 4}, pipeline=pipeline, what="first window"
         )
-        await produce_records(kafka_bootstrap, topic, ((None, b"b%d" % i, 0, None) for i in range(5)))
+        await produce_records(
+            kafka_bootstrap, topic, ((None, b"b%d" % i, 0, None) for i in range(5))
+        )
         await wait_until(
             lambda: meta_offsets(root) == {0: 9}, pipeline=pipeline, what="second window"
         )
@@ -154,25 +174,21 @@ async def test_parquet_objects(tmp_path: Path, kafka_bootstrap: str, uid: str) -
     import pyarrow.parquet as pq
 
     topic = f"lake-{uid}"
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_records(
+    items = [(f"k{i}".encode(), json.dumps({"n": i}).encode(), 0, 1000 + i) for i in range(50)]
+    items.append((b"null-value", None, 0, 2000))
+    root = await write_all(
+        tmp_path,
         kafka_bootstrap,
+        uid,
         topic,
-        [(f"k{i}".encode(), json.dumps({"n": i}).encode(), 0, 1000 + i) for i in range(50)]
-        + [(b"null-value", None, 0, 2000)],
+        items,
+        {0: 50},
+        format="parquet",
+        path_layout="YYYYMMdd",
     )
-    root = tmp_path / "store"
-    config = sink_config(uid, topic, root, format="parquet", path_layout="YYYYMMdd")
-    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
-    async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await wait_until(lambda: meta_offsets(root) == {0: 50}, pipeline=pipeline, what="written")
     objects = data_objects(local_objects(root))
     assert all(path.endswith(".parquet") and "/19700101/" in path for path in objects)
-    rows = [
-        row
-        for data in objects.values()
-        for row in pq.read_table(io.BytesIO(data)).to_pylist()
-    ]
+    rows = [row for data in objects.values() for row in pq.read_table(io.BytesIO(data)).to_pylist()]
     rows.sort(key=lambda row: row["offset"])
     assert [row["offset"] for row in rows] == list(range(51))
     assert rows[7] == {
@@ -192,16 +208,19 @@ async def test_parquet_objects(tmp_path: Path, kafka_bootstrap: str, uid: str) -
 async def test_bad_records_are_dead_lettered_and_nothing_else_is_lost(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
-    topic = f"raw-{uid}"
-    await create_topic(kafka_bootstrap, topic, 1)
     values = [b"line-%d" % i for i in range(10)]
     values[4] = b"two\nlines"  # raw format cannot hold a line break
-    await produce_records(kafka_bootstrap, topic, ((None, v, 0, None) for v in values))
-    root = tmp_path / "store"
-    config = sink_config(uid, topic, root, format="raw", on_error="continue")
-    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
-    async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await wait_until(lambda: meta_offsets(root) == {0: 9}, pipeline=pipeline, what="written")
+    items = [(None, v, 0, None) for v in values]
+    root = await write_all(
+        tmp_path,
+        kafka_bootstrap,
+        uid,
+        f"raw-{uid}",
+        items,
+        {0: 9},
+        format="raw",
+        on_error="continue",
+    )
     lines = [
         line
         for data in data_objects(local_objects(root)).values()
@@ -218,20 +237,14 @@ async def test_bad_records_are_dead_lettered_and_nothing_else_is_lost(
 async def test_invalid_utf8_is_dead_lettered_with_its_bytes(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
-    topic = f"utf-{uid}"
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_records(
-        kafka_bootstrap, topic, [(None, b"ok-1", 0, None), (b"k", b"\xff\xfe", 0, None), (None, b"ok-2", 0, None)]
+    items = [(None, b"ok-1", 0, None), (b"k", b"\xff\xfe", 0, None), (None, b"ok-2", 0, None)]
+    root = await write_all(
+        tmp_path, kafka_bootstrap, uid, f"utf-{uid}", items, {0: 2}, on_error="continue"
     )
-    root = tmp_path / "store"
-    config = sink_config(uid, topic, root, on_error="continue")
-    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
-    async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await wait_until(lambda: meta_offsets(root) == {0: 2}, pipeline=pipeline, what="written")
     assert [line["value"] for line in lines_of(local_objects(root))] == ["ok-1", "ok-2"]
     dead = await read_all(kafka_bootstrap, f"dlq-{uid}")
     assert [(r.key, r.value) for r in dead] == [(b"k", b"\xff\xfe")]
-    assert dict(dead[0].headers)["etl.stage"] == b"decode"
+    assert dict(dead[0].headers)["etl.stage"] == b"sink"
 
 
 async def test_stop_policy_writes_nothing_past_the_bad_record(
@@ -243,7 +256,7 @@ async def test_stop_policy_writes_nothing_past_the_bad_record(
     values[5] = b"bad\n"
     await produce_records(kafka_bootstrap, topic, ((None, v, 0, None) for v in values))
     root = tmp_path / "store"
-    config = sink_config(uid, topic, root, format="raw", on_error="stop")
+    config = object_config(uid, topic, root, format="raw", on_error="stop")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
         await wait_until(lambda: pipeline.status.state == "stopped", what="halted by policy")
@@ -260,10 +273,14 @@ async def test_redelivery_writes_nothing_twice(
     """A new consumer group reads everything again; the meta objects make it a no-op."""
     topic = f"again-{uid}"
     await create_topic(kafka_bootstrap, topic, 2)
-    await produce_records(kafka_bootstrap, topic, ((None, b"m%d" % i, i % 2, None) for i in range(40)))
+    await produce_records(
+        kafka_bootstrap, topic, ((None, b"m%d" % i, i % 2, None) for i in range(40))
+    )
     root = tmp_path / "store"
-    config = sink_config(uid, topic, root)
-    async with running(ObjectStoreSinkPipeline, config, sink_settings(tmp_path, kafka_bootstrap, uid)) as p:
+    config = object_config(uid, topic, root)
+    async with running(
+        ObjectStoreSinkPipeline, config, sink_settings(tmp_path, kafka_bootstrap, uid)
+    ) as p:
         await wait_until(lambda: meta_offsets(root) == {0: 19, 1: 19}, pipeline=p, what="written")
     before = local_objects(root)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid + "x")  # another group: from earliest

@@ -18,7 +18,9 @@ from tests.sinks_object_store.harness import produce_records, running, sink_sett
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
 
-def s3_config(uid: str, topic: str, endpoint: str, bucket: str, **options: Any) -> ObjectStoreSinkConfig:
+def s3_config(
+    uid: str, topic: str, endpoint: str, bucket: str, **options: Any
+) -> ObjectStoreSinkConfig:
     return ObjectStoreSinkConfig.model_validate(
         {
             "name": f"s3-{uid}",
@@ -68,7 +70,9 @@ async def test_objects_and_meta_in_s3(
     topic = f"s3-{uid}"
     await create_topic(kafka_bootstrap, topic, 2)
     await produce_records(
-        kafka_bootstrap, topic, ((b"k%d" % i, b"v%d" % i, i % 2, 1_700_000_000_000) for i in range(100))
+        kafka_bootstrap,
+        topic,
+        ((b"k%d" % i, b"v%d" % i, i % 2, 1_700_000_000_000) for i in range(100)),
     )
     config = s3_config(uid, topic, s3_endpoint, bucket, path_layout="YYYYMMdd")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)

@@ -46,6 +46,16 @@ class BinlogServer:
         finally:
             conn.close()
 
+    def id_table(self, database: str, name: str) -> str:
+        """Create ``database.name (id INT PRIMARY KEY)``; returns its quoted name."""
+        table = f"`{database}`.`{name}`"
+        self.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+        return table
+
+    def insert_ids(self, table: str, ids: range) -> None:
+        """One single-row INSERT transaction per id."""
+        self.execute(*[f"INSERT INTO {table} VALUES ({i})" for i in ids])
+
     def position(self) -> str:
         """The binlog end now, as a ``start`` value (``file:pos``)."""
         rows = self.execute("SHOW MASTER STATUS")
@@ -79,14 +89,14 @@ def make_settings(bootstrap: str, **kafka: Any) -> ETLSettings:
 
 @contextlib.asynccontextmanager
 async def running_source(
-    bootstrap: str, options: dict[str, Any], *, wait: str = "running", **kafka: Any
+    bootstrap: str, options: dict[str, Any], *, wait: str | None = "running", **kafka: Any
 ) -> AsyncIterator[MySQLBinlogSource]:
-    """Start the source in this event loop; wait for ``wait`` (a state) or failure."""
+    """Start the source in this event loop; wait for state ``wait`` (or a failure)."""
     config = MySQLBinlogSourceConfig.model_validate(options)
     source = MySQLBinlogSource(config, settings=make_settings(bootstrap, **kafka))
     await source.start()
     try:
-        for _ in range(600):
+        for _ in range(600 if wait else 0):
             state = str(source.status.state)
             if state == wait or (state in ("failed", "stopped") and wait == "running"):
                 break

@@ -107,14 +107,23 @@ async def test_update_delete_and_multi_row_insert(
         f"INSERT INTO {table} VALUES (1, 'apple', 3), (2, 'pear', 5), (3, 'plum', 7)",
         f"UPDATE {table} SET qty = qty + 10 WHERE id IN (1, 2)",
         f"DELETE FROM {table} WHERE id = 3",
+        f"UPDATE {table} SET id = 20 WHERE id = 2",
     )
     options = source_options(server, database, uid, tables=["orders"], start=start)
     async with running_source(kafka_bootstrap, options) as source:
-        found = await events(kafka_bootstrap, f"t{uid}_orders", 6)
-        assert source.status.produced == 6
+        found = await events(kafka_bootstrap, f"t{uid}_orders", 8)
+        assert source.status.produced == 8
 
-    assert [e.op for e in found] == ["INSERT"] * 3 + ["UPDATE"] * 2 + ["DELETE"]
+    assert [e.op for e in found] == ["INSERT"] * 3 + ["UPDATE"] * 2 + ["DELETE"] * 2 + ["INSERT"]
     inserts, updates, delete = found[:3], found[3:5], found[5]
+    # A new primary key: the old key's history ends with a DELETE, the new key's starts.
+    moved_out, moved_in = found[6], found[7]
+    assert moved_out.record.key == b"[2]" and moved_out.after is None
+    assert moved_in.record.key == b"[20]" and moved_in.after == {
+        "id": 20,
+        "item": "pear",
+        "qty": 15,
+    }
     # One statement, three rows: three messages of one event, in row order.
     assert [e.after for e in inserts] == [
         {"id": 1, "item": "apple", "qty": 3},
@@ -123,7 +132,7 @@ async def test_update_delete_and_multi_row_insert(
     ]
     assert len({e.payload["timestamp"]["eventTime"] for e in inserts}) == 1
     sequence = [int(e.payload["sequenceId"]) for e in found]
-    assert sequence == sorted(sequence) and len(set(sequence)) == 6
+    assert sequence == sorted(sequence) and len(set(sequence)) == 8
     assert [(e.before, e.after) for e in updates] == [
         ({"id": 1, "item": "apple", "qty": 3}, {"id": 1, "item": "apple", "qty": 13}),
         ({"id": 2, "item": "pear", "qty": 5}, {"id": 2, "item": "pear", "qty": 15}),
@@ -330,13 +339,12 @@ async def test_clean_stop_saves_position_and_resumes_without_repeats(
     kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str
 ) -> None:
     server = binlog_server
-    table = f"`{database}`.log"
-    server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    table = server.id_table(database, "log")
     options = source_options(server, database, uid, tables="log", start=server.position())
     async with running_source(kafka_bootstrap, options):
-        server.execute(*[f"INSERT INTO {table} VALUES ({i})" for i in range(1, 21)])
+        server.insert_ids(table, range(1, 21))
         await events(kafka_bootstrap, f"t{uid}_log", 20)
-    server.execute(*[f"INSERT INTO {table} VALUES ({i})" for i in range(21, 31)])
+    server.insert_ids(table, range(21, 31))
     async with running_source(kafka_bootstrap, options):
         found = await events(kafka_bootstrap, f"t{uid}_log", 30)
         await asyncio.sleep(1.0)
@@ -354,8 +362,7 @@ async def test_purged_position_fails_loudly_or_resnapshots(
     kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str
 ) -> None:
     server = binlog_server
-    table = f"`{database}`.gone"
-    server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    table = server.id_table(database, "gone")
     options = source_options(server, database, uid, tables="gone", start=server.position())
     async with running_source(kafka_bootstrap, options):
         server.execute(f"INSERT INTO {table} VALUES (1)")
@@ -436,3 +443,78 @@ async def test_oversized_change_is_dead_lettered_and_the_rest_flows(
     assert headers["etl.stage"] == b"source"
     assert headers["etl.exception.class"] == b"RecordTooLarge"
     assert headers["etl.source.table"] == b"docs"
+
+
+async def test_two_workers_one_source_publish_once_and_hand_over(
+    kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str
+) -> None:
+    server = binlog_server
+    table = server.id_table(database, "shared")
+    options = source_options(server, database, uid, tables="shared", start=server.position())
+    topic = f"t{uid}_shared"
+    async with running_source(kafka_bootstrap, options) as first:
+        assert str(first.status.state) == "running"
+        async with running_source(kafka_bootstrap, options, wait=None) as second:
+            await asyncio.sleep(0.5)
+            assert str(second.status.state) == "starting"  # standby: the lock is taken
+            server.insert_ids(table, range(1, 11))
+            await events(kafka_bootstrap, topic, 10)
+            await first.stop()  # hands the source over
+            server.insert_ids(table, range(11, 21))
+            await events(kafka_bootstrap, topic, 20)
+            assert str(second.status.state) == "running"
+            await asyncio.sleep(1.0)
+    found = await events(kafka_bootstrap, topic)
+    assert sorted(e.after["id"] for e in found) == list(range(1, 21))  # type: ignore[index]
+
+
+async def test_start_at_a_gtid(
+    kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str
+) -> None:
+    server = binlog_server
+    table = f"`{database}`.g"
+    server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)", f"INSERT INTO {table} VALUES (1)")
+    [(gtid,)] = server.execute("SELECT @@gtid_binlog_pos")
+    server.execute(f"INSERT INTO {table} VALUES (2)", f"INSERT INTO {table} VALUES (3)")
+    options = source_options(server, database, uid, tables="g", start=f"gtid:{gtid}")
+    async with running_source(kafka_bootstrap, options) as source:
+        assert str(source.status.state) == "running", source.status.error
+        found = await events(kafka_bootstrap, f"t{uid}_g", 2)
+        await asyncio.sleep(0.5)
+        assert source.acked is not None and source.acked.file.startswith("binlog.")
+    assert [e.after["id"] for e in found] == [2, 3]  # type: ignore[index]
+
+
+async def test_stop_policy_halts_before_the_bad_transaction(
+    kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str
+) -> None:
+    server = binlog_server
+    table = f"`{database}`.docs"
+    server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, body LONGTEXT)")
+    start = server.position()
+    server.execute(
+        f"INSERT INTO {table} VALUES (1, 'small')",
+        f"INSERT INTO {table} VALUES (2, REPEAT('x', 5000))",
+        f"INSERT INTO {table} VALUES (3, 'never reached')",
+    )
+    options = source_options(server, database, uid, tables="docs", start=start, on_error="stop")
+    async with running_source(kafka_bootstrap, options, max_request_size=4096) as source:
+        for _ in range(200):
+            if str(source.status.state) == "stopped":
+                break
+            await asyncio.sleep(0.05)
+        assert str(source.status.state) == "stopped"
+        error = source.status.error or ""
+        saved = source.store.saved if source.store else None
+    assert "cannot publish a change of table 'docs'" in error and "RecordTooLarge" in error
+    found = await events(kafka_bootstrap, f"t{uid}_docs")
+    assert [e.after["id"] for e in found if e.after] == [1]  # type: ignore[index]
+    # The saved position is the end of the last good transaction: a restart retries row 2.
+    first_end = int(found[0].payload["sequenceId"][6:16])
+    assert saved is not None and saved.pos > first_end
+    async with running_source(kafka_bootstrap, options, max_request_size=4096) as source:
+        for _ in range(200):
+            if str(source.status.state) == "stopped":
+                break
+            await asyncio.sleep(0.05)
+        assert str(source.status.state) == "stopped"

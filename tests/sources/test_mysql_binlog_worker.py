@@ -85,7 +85,15 @@ def test_clean_restart_loses_and_repeats_nothing(
     try:
         insert(server, database, range(201, 251))
         wait_for_ids(kafka_bootstrap, topic, set(range(1, 251)))
-        time.sleep(1.5)  # anything repeated would arrive by now
+
+        def caught_up(w: WorkerProcess) -> bool:
+            item = w.pipeline(str(options["name"])) or {}
+            progress = item.get("partitions", {}).get("binlog", {})
+            return progress.get("lag") == 0 and progress.get("position") == progress.get("end")
+
+        # The status shows the binlog bytes read, saved and written: nothing left behind.
+        worker.wait_for(caught_up, timeout=30, what="binlog lag 0")
+        time.sleep(0.5)  # anything repeated would arrive by now
         ids = ids_in_topic(kafka_bootstrap, topic)
     finally:
         assert worker.stop() == 0

@@ -1,9 +1,10 @@
 """The ``mysql_binlog`` source: MySQL/MariaDB row changes as JSON change events in Kafka.
 
-Modules: ``config`` (options, no driver imports), ``types`` (MySQL type -> envelope
-type and value), ``envelope`` (message bytes, keys, sequence ids), ``ddl`` (which
-tables a DDL statement touches), ``position`` (binlog positions and their store in
-a compacted topic), ``db`` (connections), ``preflight`` (server and grant checks),
-``snapshot`` (initial copy of existing rows), ``reader`` (the binlog thread) and
-``source`` (the service the worker runs).
+Modules: ``config`` (options, no driver imports), ``source`` (the service the worker
+runs), ``leader`` (one worker per source), ``preflight`` (server and grant checks),
+``start`` (where a run begins), ``position`` (positions and their compacted topic),
+``reader`` (the binlog thread), ``snapshot`` (existing rows), ``changes`` (events ->
+messages), ``rowcodec`` (fast row decoding), ``types`` (MySQL type -> event type and
+value), ``envelope`` (message bytes, keys, partitions), ``ddl`` (tables a statement
+touches), ``batches`` and ``handoff`` (thread -> loop), ``progress`` (lag), ``db``.
 """

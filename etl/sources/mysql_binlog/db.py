@@ -70,3 +70,12 @@ def connect(config: MySQLBinlogSourceConfig, **extra: Any) -> pymysql.Connection
 def server_label(config: MySQLBinlogSourceConfig) -> str:
     """``host:port`` for logs and status (never the credentials)."""
     return f"{config.host}:{config.port}"
+
+
+def close_quietly(connection: Any) -> None:
+    """Close a connection that may already be broken."""
+    if connection is not None:
+        try:
+            connection.close()
+        except Exception:  # a broken connection cannot be closed more
+            pass

@@ -1,94 +1,82 @@
-"""One worker at a time runs a source: the one that owns its position topic's partition.
+"""One worker at a time runs a source: the one holding its lock on the MySQL server.
 
-Every worker with the source in its config joins the consumer group
-``<group_prefix>-source-<name>`` on the one-partition position topic. Kafka gives
-that partition to exactly one member; that member reads the binlog, the others
-wait. When it leaves or dies, the group hands the partition (and the source) to
-another worker, which resumes from the saved position. A worker giving up the
-partition first stops its reader at a transaction end and saves the position.
+Every worker with the source in its config asks the server for the named lock
+``<group_prefix>-source-<name>`` (``GET_LOCK``, no privilege needed). The holder
+reads the binlog; the others retry every few seconds. The server frees the lock
+the moment the holder's connection ends (clean stop, crash, kill -9), so another
+worker takes over within seconds and resumes from the saved position. The holder
+checks its lock connection every few seconds and stops reading if it is gone.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import threading
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener
+import pymysql
 
-from etl.config import ETLSettings
-from etl.kafka import make_consumer
+from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
+from etl.sources.mysql_binlog.db import close_quietly, connect
 
 log = logging.getLogger("etl.source.mysql_binlog")
 
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, leadership: Leadership) -> None:
-        self.leadership = leadership
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        if revoked and self.leadership.elected.is_set():
-            self.leadership.elected.clear()
-            log.info("source leadership lost group=%s", self.leadership.group)
-            await self.leadership.on_lost()
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        if assigned:
-            log.info("source leadership won group=%s", self.leadership.group)
-            self.leadership.elected.set()
+#: Seconds between attempts to take the lock, and between checks that it is held.
+LOCK_INTERVAL = 2.0
 
 
-class Leadership:
-    """Membership in the source's group; ``elected`` is set while this worker runs it."""
+def lock_name(group_prefix: str, source_name: str) -> str:
+    """The lock's name (MySQL allows 64 characters; longer names are shortened by a hash)."""
+    name = f"{group_prefix}-source-{source_name}"
+    if len(name) <= 64:
+        return name
+    return name[:47] + "-" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
-    def __init__(
-        self,
-        settings: ETLSettings,
-        source_name: str,
-        topic: str,
-        on_lost: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.settings = settings
-        self.topic = topic
-        self.group = f"{settings.kafka.group_prefix}-source-{source_name}"
-        self.on_lost = on_lost
-        self.elected = asyncio.Event()
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Join the group (the election happens in the background)."""
-        consumer = make_consumer(self.settings.kafka, group_id=self.group, start_offset="latest")
-        consumer.subscribe(topics=[self.topic], listener=_Listener(self))
-        await consumer.start()
-        self._consumer = consumer
-        self._task = asyncio.ensure_future(self._poll())
+class SourceLock:
+    """The named lock that elects the worker running a source (blocking calls)."""
 
-    async def _poll(self) -> None:
-        # Polling keeps the membership alive; the records themselves are not needed.
-        while True:
+    def __init__(self, config: MySQLBinlogSourceConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self._connection: Any = None
+        self._guard = threading.Lock()
+
+    def acquire(self) -> bool:
+        """Try once, without waiting; True when this worker holds the lock now."""
+        with self._guard:
             try:
-                await self._consumer.getmany(timeout_ms=1000, max_records=100)
-            except asyncio.CancelledError:
+                if self._connection is None:
+                    self._connection = connect(self.config)
+                with self._connection.cursor() as cursor:
+                    cursor.execute("SELECT GET_LOCK(%s, 0)", (self.name,))
+                    row = cursor.fetchone()
+            except BaseException:
+                self._close()
                 raise
-            except Exception as exc:
-                log.warning("source group poll failed group=%s error=%r", self.group, exc)
-                await asyncio.sleep(1.0)
+            return bool(row and row[0] == 1)
 
-    async def stop(self) -> None:
-        """Leave the group (another worker takes over)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+    def held(self) -> bool:
+        """Still holding the lock (False when the connection or the lock is lost)."""
+        with self._guard:
+            if self._connection is None:
+                return False
             try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            try:
-                await consumer.stop()
-            except Exception as exc:  # pragma: no cover - best effort on the way out
-                log.warning("source group leave failed group=%s error=%r", self.group, exc)
-        self.elected.clear()
+                with self._connection.cursor() as cursor:
+                    cursor.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (self.name,))
+                    row = cursor.fetchone()
+                return bool(row and row[0] == 1)
+            except (pymysql.err.MySQLError, OSError) as exc:
+                log.warning("source lock check failed lock=%s error=%r", self.name, exc)
+                self._close()
+                return False
+
+    def release(self) -> None:
+        """Give the lock up (closing the connection frees it)."""
+        with self._guard:
+            self._close()
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        close_quietly(connection)

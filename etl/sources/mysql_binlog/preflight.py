@@ -127,7 +127,7 @@ def _variables(cursor: Any) -> dict[str, str]:
         cursor,
         "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
         "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
-        "'server_id', 'version')",
+        "'server_id', 'version', 'log_bin_compress', 'binlog_transaction_compression')",
     )
     return {str(name).lower(): str(value) for name, value in rows}
 
@@ -190,6 +190,13 @@ def run_preflight(connection: Any, config: MySQLBinlogSourceConfig) -> ServerInf
             "names are read from information_schema, so rows written before an ALTER TABLE "
             "may be decoded with the new column names"
         )
+
+    for name in ("log_bin_compress", "binlog_transaction_compression"):
+        if variables.get(name, "OFF").upper() in ("ON", "1"):
+            problems.append(
+                f"{name} is ON: the binlog reader cannot read compressed events and would "
+                f"miss those changes: SET GLOBAL {name}=OFF and in the server's config"
+            )
 
     try:
         grants = [str(row[0]) for row in _fetchall(cursor, "SHOW GRANTS FOR CURRENT_USER()")]

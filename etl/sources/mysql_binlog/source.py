@@ -1,7 +1,9 @@
 """The ``mysql_binlog`` source service: preflight, position, reader thread, producer.
 
-Lifecycle of one run: check the server (:mod:`.preflight`; a failed check marks
-the source FAILED with every problem and leaves the worker running), load the
+Only the worker holding the source's lock on the server runs it (:mod:`.leader`);
+the others stand by. Lifecycle of one run: check the server (:mod:`.preflight`; a
+failed check marks the source FAILED with every problem and leaves the worker
+running), load the
 saved position, decide where to start, create the table topics, start the
 reader thread, then submit its batches and save the position of each
 acknowledged transaction end. A lost broker or server connection restarts the
@@ -23,10 +25,11 @@ from mode import Service
 
 from etl.config import ETLSettings
 from etl.deadletter import DeadLetterWriter
-from etl.errors import ETLError, FatalError
+from etl.errors import FatalError
 from etl.kafka import describe_error, ensure_topics, make_producer, topic_partitions
 from etl.redact import Redactor
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
+from etl.sources.mysql_binlog.changes import SourceHalted
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
 from etl.sources.mysql_binlog.db import (
     ACCESS_DENIED_CODES,
@@ -36,30 +39,20 @@ from etl.sources.mysql_binlog.db import (
 )
 from etl.sources.mysql_binlog.envelope import topic_for
 from etl.sources.mysql_binlog.handoff import DeadRow, Handoff, Handover
-from etl.sources.mysql_binlog.leader import Leadership
-from etl.sources.mysql_binlog.position import BinlogPosition, PositionStore, file_index
+from etl.sources.mysql_binlog.leader import LOCK_INTERVAL, SourceLock, lock_name
+from etl.sources.mysql_binlog.position import BinlogPosition, PositionStore
 from etl.sources.mysql_binlog.preflight import (
     PreflightError,
     ServerInfo,
-    binary_logs,
     run_preflight,
 )
-from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged, SourceHalted
+from etl.sources.mysql_binlog.progress import BinlogProgress
+from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged
+from etl.sources.mysql_binlog.start import StartPlan, plan_start
 
 log = logging.getLogger("etl.source.mysql_binlog")
 
-PROGRESS_INTERVAL = 5.0
 STOP_TIMEOUT = 30.0
-
-
-@dataclass
-class StartPlan:
-    """Where a run begins."""
-
-    resume: BinlogPosition | None = None
-    gtid: str | None = None
-    snapshot: bool = False
-    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -113,12 +106,9 @@ class MySQLBinlogSource(Service):
         self._resnapshot = False
         self._finished = asyncio.Event()
         self._stop_event = asyncio.Event()
-        self._run_ended = asyncio.Event()
-        self._run_ended.set()
-        self.leadership: Leadership | None = None
-        self._progress_at = 0.0
-        self._progress_task: asyncio.Future[Any] | None = None
-        self._binlogs: list[tuple[str, int]] = []
+        self.lock = SourceLock(config, lock_name(settings.kafka.group_prefix, config.name))
+        self._lock_lost = False
+        self.progress = BinlogProgress(config, PartitionProgress())
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -168,11 +158,7 @@ class MySQLBinlogSource(Service):
                 try:
                     if not await self._elected():
                         return
-                    self._run_ended.clear()
-                    try:
-                        await self._run()
-                    finally:
-                        self._run_ended.set()
+                    await self._run()
                     delay = 1.0
                 except asyncio.CancelledError:
                     raise
@@ -210,46 +196,43 @@ class MySQLBinlogSource(Service):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
         finally:
-            leadership, self.leadership = self.leadership, None
-            if leadership is not None:
-                await leadership.stop()
+            await asyncio.to_thread(self.lock.release)
             self._finished.set()
 
     async def _elected(self) -> bool:
-        """Join the source's group and wait until this worker runs the source (False: stop)."""
-        if self.leadership is None:
-            self.store = self.store or PositionStore(
-                self.settings, self.name, self.server, producer=None
-            )
-            await self.store.ensure_topic()
-            leadership = Leadership(self.settings, self.name, self.store.topic, self._on_lost)
-            await leadership.start()
-            self.leadership = leadership
-            self.status.group_id = leadership.group
-        elected = self.leadership.elected
-        if not elected.is_set():
-            self.status.state = State.STARTING
-            waiters = {
-                asyncio.ensure_future(elected.wait()),
-                asyncio.ensure_future(self._stop_event.wait()),
-            }
-            _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
-        return elected.is_set() and not self._stopping
+        """Wait until this worker holds the source's lock (False: the source is stopping)."""
+        self._lock_lost = False
+        standby = False
+        while not self._stopping:
+            if await asyncio.to_thread(self.lock.acquire):
+                if standby:
+                    log.info("source lock taken source=%s lock=%s", self.name, self.lock.name)
+                return True
+            if not standby:
+                standby = True
+                self.status.state = State.STARTING
+                self.status.error = None
+                log.info(
+                    "source standby: another worker runs it source=%s lock=%s",
+                    self.name,
+                    self.lock.name,
+                )
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), LOCK_INTERVAL)
+            except TimeoutError:
+                pass
+        return False
 
-    async def _on_lost(self) -> None:
-        """Another worker takes the source over: stop at a transaction end and save."""
-        reader = self.reader
-        if reader is not None:
-            reader.request_stop()
-        try:
-            await asyncio.wait_for(self._run_ended.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("source did not stop in time on handover source=%s", self.name)
-        if not self._stopping and self.status.state in (State.RUNNING, State.PAUSED):
-            self.status.state = State.STARTING
-            log.info("source standby: another worker runs it source=%s", self.name)
+    async def _watch_lock(self) -> None:
+        """While running: stop reading as soon as the lock is no longer ours."""
+        while True:
+            await asyncio.sleep(LOCK_INTERVAL)
+            if not await asyncio.to_thread(self.lock.held):
+                self._lock_lost = True
+                log.error("source lock lost, stopping source=%s lock=%s", self.name, self.lock.name)
+                if self.reader is not None:
+                    self.reader.request_stop()
+                return
 
     def _fail(self, state: State, text: str, what: str) -> None:
         text = self.redact(text)
@@ -264,22 +247,32 @@ class MySQLBinlogSource(Service):
             log.warning("source preflight warning source=%s warning=%r", self.name, warning)
         self.producer = make_producer(self.settings.kafka)
         await self.producer.start()
+        watcher = asyncio.ensure_future(self._watch_lock())
         try:
             self.store = PositionStore(self.settings, self.name, self.server, self.producer)
+            self.status.group_id = self.store.topic
+            await self.store.ensure_topic()
             saved = await self.store.load()
-            plan = self._plan_start(saved, info)
+            plan = plan_start(
+                self.config,
+                info,
+                [p for p in (self.acked, saved) if p is not None],
+                position_topic=self.store.topic,
+                resnapshot=self._resnapshot,
+            )
             log.info(
                 "source starting source=%s server=%s database=%s start=%s reason=%r",
                 self.name,
                 self.server,
                 self.config.database,
-                plan.resume or (f"gtid:{plan.gtid}" if plan.gtid else "snapshot"),
+                plan,
                 plan.reason,
             )
             for table, has_key in info.tables.items():
                 await self._ensure_topic(table, has_key, True)
             await self._stream(plan, info)
         finally:
+            watcher.cancel()
             producer, self.producer = self.producer, None
             try:
                 await producer.stop()
@@ -292,52 +285,6 @@ class MySQLBinlogSource(Service):
             return run_preflight(connection, self.config)
         finally:
             connection.close()
-
-    def _plan_start(self, saved: BinlogPosition | None, info: ServerInfo) -> StartPlan:
-        config = self.config
-        files = {name: size for name, size in info.binlogs}
-        oldest = info.binlogs[0][0] if info.binlogs else "none"
-        if self._resnapshot:
-            return StartPlan(snapshot=True, reason="the binlog position was purged")
-        known = [p for p in (self.acked, saved) if p is not None]
-        # After a handover another worker may have saved a later position than ours.
-        resume = max(known, key=lambda p: p.order) if known else None
-        if resume is not None:
-            if resume.file in files and resume.pos <= files[resume.file]:
-                return StartPlan(resume=resume, reason="saved position")
-            problem = (
-                f"the saved position {resume} is no longer in the server's binlog (oldest "
-                f"file: {oldest}): the changes after it cannot be read"
-            )
-            if config.snapshot == "when_needed":
-                log.error("%s; taking a new snapshot source=%s", problem, self.name)
-                return StartPlan(snapshot=True, reason="saved position purged")
-            raise PositionPurged(
-                f"{problem}. Set snapshot: when_needed to copy the tables again, or delete "
-                f"key {self.name!r} from topic {self.store.topic if self.store else ''!r} to "
-                f"start from 'start' ({config.start})"
-            )
-        if config.snapshot in ("initial", "when_needed"):
-            return StartPlan(snapshot=True, reason="no saved position: snapshot")
-        if config.start == "earliest":
-            if not info.binlogs:
-                raise FatalError("the server lists no binlog files (SHOW BINARY LOGS is empty)")
-            return StartPlan(resume=BinlogPosition(oldest, 4), reason="start: earliest")
-        if config.start == "latest":
-            if info.current is None:
-                raise FatalError("the server reports no binlog position (SHOW MASTER STATUS)")
-            return StartPlan(resume=info.current, reason="start: latest")
-        gtid = config.start_gtid()
-        if gtid is not None:
-            return StartPlan(gtid=gtid, reason="start: gtid")
-        file_pos = config.start_file_position()
-        assert file_pos is not None
-        if file_pos[0] not in files:
-            raise PositionPurged(
-                f"start: binlog file {file_pos[0]!r} is not on the server "
-                f"(files: {', '.join(files) or 'none'})"
-            )
-        return StartPlan(resume=BinlogPosition(*file_pos), reason="start: file:position")
 
     async def _ensure_topic(
         self, table: str, has_key: bool, create: bool
@@ -382,15 +329,15 @@ class MySQLBinlogSource(Service):
             is_mariadb=info.is_mariadb,
             row_metadata_full=info.row_metadata_full,
             policy=self.policy,
-            max_message_bytes=self.settings.kafka.max_request_size,
+            max_request_size=self.settings.kafka.max_request_size,
             on_retry=self._on_reader_retry,
         )
         if self._paused:
             reader.pause()
-        if self._stopping or (self.leadership and not self.leadership.elected.is_set()):
+        if self._stopping or self._lock_lost:
             return
         self.reader, self.handoff = reader, handoff
-        self.status.partitions.setdefault("binlog", PartitionProgress())
+        self.status.partitions["binlog"] = self.progress.progress
         self.status.state = State.PAUSED if self._paused else State.RUNNING
         self.status.error = None
         reader.start()
@@ -427,8 +374,14 @@ class MySQLBinlogSource(Service):
             self.producer, self.settings.errors.dead_letter_topic, self.redact
         )
         halt: str | None = None
+        idle = max(self.config.position_interval_ms / 1000, 0.2)
         while True:
-            items = await handoff.get()
+            try:
+                items = await asyncio.wait_for(handoff.get(), idle)
+            except TimeoutError:
+                # Nothing new: save the last acknowledged position if it is not saved yet.
+                await self._save(force=False)
+                continue
             if items is None:
                 break
             started = time.perf_counter()
@@ -493,50 +446,13 @@ class MySQLBinlogSource(Service):
             return
         await store.save(position)
         self._last_save = time.monotonic()
-        self._progress_of().committed = self._offset_of(position)
+        self.progress.progress.committed = self.progress.offset(position)
 
     # ---- progress ---------------------------------------------------------------------------
 
-    def _progress_of(self) -> PartitionProgress:
-        return self.status.partitions.setdefault("binlog", PartitionProgress())
-
-    def _offset_of(self, position: BinlogPosition | None) -> int | None:
-        """A position as bytes from the start of the oldest binlog file still kept."""
-        if position is None:
-            return None
-        base = 0
-        for name, size in self._binlogs:
-            if name == position.file:
-                return base + position.pos
-            base += size
-        if self._binlogs and file_index(position.file) > file_index(self._binlogs[-1][0]):
-            return base + position.pos
-        return None
-
     async def refresh_progress(self) -> None:
         """Binlog bytes: read, saved (committed) and written by the server (end)."""
-        now = time.monotonic()
-        if now - self._progress_at >= PROGRESS_INTERVAL and (
-            self._progress_task is None or self._progress_task.done()
-        ):
-            self._progress_at = now
-            self._progress_task = asyncio.ensure_future(self._refresh_binlogs())
         if self.reader is not None:
-            progress = self._progress_of()
-            progress.position = self._offset_of(self.reader.read_position)
-            progress.committed = self._offset_of(self.store.saved if self.store else None)
-
-    async def _refresh_binlogs(self) -> None:
-        def fetch() -> list[tuple[str, int]]:
-            connection = connect(self.config)
-            try:
-                with connection.cursor() as cursor:
-                    return binary_logs(cursor)
-            finally:
-                connection.close()
-
-        try:
-            self._binlogs = await asyncio.to_thread(fetch)
-        except (pymysql.err.MySQLError, OSError, ETLError):
-            return
-        self._progress_of().end = sum(size for _, size in self._binlogs)
+            self.progress.update(
+                self.reader.read_position, self.store.saved if self.store else None
+            )
