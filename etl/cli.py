@@ -93,7 +93,10 @@ def _print_dev_help(settings: ETLSettings, embedded: bool) -> None:
     specs, errors = discover_transforms(settings.transforms_dir)
     env = ""
     if embedded:
-        env = f"ETL_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} "
+        env = (
+            f"ETL_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} "
+            "ETL_KAFKA__ENABLE_IDEMPOTENCE=false "
+        )
         click.echo(f"embedded broker (tansu, in memory) on {settings.kafka.bootstrap_servers}")
     click.echo(f"transforms in {settings.transforms_dir}: {len(specs)} ok, {len(errors)} broken")
     for spec in specs:

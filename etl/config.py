@@ -16,13 +16,33 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from etl.errors import ConfigurationError
 
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+#: An IANA time zone name such as ``UTC`` or ``Asia/Shanghai``.
+TimeZoneName = Annotated[str, AfterValidator(_check_time_zone)]
 StartOffset = Literal["earliest", "latest"]
 ErrorPolicy = Literal["continue", "stop"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -91,20 +111,6 @@ class KafkaSettings(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return model
-        problems = []
-        protocol = str(data.get("security_protocol") or "PLAINTEXT")
-        if protocol.startswith("SASL_"):
-            if not data.get("sasl_mechanism"):
-                problems.append(f"sasl_mechanism is required with {protocol}")
-            if not data.get("sasl_username") or not data.get("sasl_password"):
-                problems.append(f"sasl_username and sasl_password are required with {protocol}")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = data.get(name)
-            if path and not Path(str(path)).is_file():
-                problems.append(f"{name}: file not found: {path}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return data
 
 
 def _security_problems(data: dict[str, Any]) -> list[str]:

@@ -54,6 +54,10 @@ class RecordError(ETLError):
         self.stage = stage
 
 
+class PipelineStopping(ETLError):
+    """The pipeline is being stopped while a write was still failing: give up, commit nothing."""
+
+
 class BackpressureError(ETLError):
     """A sink asks the runtime to pause its partitions for ``retry_after`` seconds."""
 

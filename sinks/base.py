@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 
 from etl.config import ETLSettings, SinkConfigBase
 from etl.deadletter import DeadLetterWriter
-from etl.errors import FatalError, RecordError, RetriableError
+from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
@@ -277,6 +277,10 @@ class SinkPipeline(ConsumerPipeline):
             except RetriableError as exc:
                 attempt += 1
                 text = self.redact(describe_error(exc))
+                if self.should_stop:
+                    # A worker being stopped must not hang on a destination that is down:
+                    # give up without committing; the records are read again on restart.
+                    raise PipelineStopping(f"{what} still failing at stop: {text}") from exc
                 if self.max_retries is not None and attempt > self.max_retries:
                     raise FatalError(f"{what} failed after {attempt} attempts: {text}") from exc
                 self.status.error = f"{what} retrying: {text}"
@@ -288,7 +292,7 @@ class SinkPipeline(ConsumerPipeline):
                     text,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self.sleep(delay)  # returns early when the pipeline is stopped
                 delay = min(delay * 2, self.config.retry_backoff_max_ms / 1000)
 
     async def _route_failures(self, failures: list[RecordFailure], commit: Commit) -> None:

@@ -30,7 +30,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from etl.config import ETLSettings
-from etl.errors import BackpressureError, RetriableError
+from etl.errors import BackpressureError, PipelineStopping, RetriableError
 from etl.kafka import describe_error, make_consumer, make_producer
 from etl.redact import Redactor
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
@@ -258,6 +258,9 @@ class ConsumerPipeline(Service):
                 delay, retries = 0.5, 0
             except PipelineHalted as halt:
                 await self._halt(halt)
+                return
+            except PipelineStopping as exc:
+                log.warning("pipeline stopped mid-write pipeline=%s reason=%r", self.name, str(exc))
                 return
             except BackpressureError as exc:
                 await self._rewind()

@@ -70,7 +70,6 @@ class PostgresServer:
         self.base.mkdir(parents=True, exist_ok=True)
         demote = self._demote()
         data = self.base / "data"
-        log = self.base / "postgres.log"
         subprocess.run(
             [
                 _pg_bin("initdb"),
@@ -89,31 +88,21 @@ class PostgresServer:
             capture_output=True,
             **demote,
         )
+        self._spawn(timeout)
+        return self
+
+    def _spawn(self, timeout: float) -> None:
+        """Run ``postgres`` on the data directory and wait until it accepts connections."""
+        demote = self._demote()
+        log = self.base / "postgres.log"
+        argv = [_pg_bin("postgres"), "-D", str(self.base / "data"), "-p", str(self.port)]
+        argv += ["-h", "127.0.0.1", "-k", str(self.base)]
+        for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+            argv += ["-c", setting]
+        argv += ["-c", "max_connections=200"]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
-                [
-                    _pg_bin("postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(self.port),
-                    "-h",
-                    "127.0.0.1",
-                    "-k",
-                    str(self.base),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **demote,
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **demote
             )
         _wait_port(self.port, self.process, log, timeout)
         # The port opens a moment before connections are accepted.
@@ -124,7 +113,7 @@ class PostgresServer:
                 capture_output=True,
             )
             if ready.returncode == 0:
-                return self
+                return
             time.sleep(0.1)
         raise RuntimeError("postgres did not become ready")
 
@@ -134,31 +123,7 @@ class PostgresServer:
 
     def resume(self, timeout: float = 30) -> None:
         """Start it again on the same port after :meth:`pause`."""
-        demote = self._demote()
-        log = self.base / "postgres.log"
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    _pg_bin("postgres"),
-                    "-D",
-                    str(self.base / "data"),
-                    "-p",
-                    str(self.port),
-                    "-h",
-                    "127.0.0.1",
-                    "-k",
-                    str(self.base),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=200",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **demote,
-            )
-        _wait_port(self.port, self.process, log, timeout)
+        self._spawn(timeout)
 
     def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
