@@ -27,9 +27,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opensearchpy import AsyncOpenSearch
 
+from bench.sink_rate import sink_rate
 from etl.config import ErrorSettings, ETLSettings, KafkaSettings
 from etl.embedded import EmbeddedBroker
-from etl.redact import Redactor
 from etl.testing.kafka import create_topic
 from etl.testing.search_server import SearchServer
 from sinks.opensearch.config import OpenSearchSinkConfig
@@ -132,21 +132,7 @@ async def ours(
         batch_size=actions * in_flight * 2,
         linger_ms=200,
     )
-    pipeline = OpenSearchSinkPipeline(
-        config, settings=settings, redact=Redactor(settings.secret_values())
-    )
-    await pipeline.start()
-    try:
-        while not pipeline.status.partitions and not pipeline.written:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        started = time.perf_counter()
-        while pipeline.written < messages:
-            if pipeline.status.state.value in ("failed", "stopped"):
-                raise RuntimeError(f"sink failed: {pipeline.status.error}")
-            await asyncio.sleep(0.005)
-        return messages / (time.perf_counter() - started)
-    finally:
-        await pipeline.stop()
+    return await sink_rate(OpenSearchSinkPipeline, config, settings, messages)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -38,9 +38,9 @@ import psycopg
 import pymysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.sink_rate import sink_rate
 from etl.config import ErrorSettings, ETLSettings, KafkaSettings
 from etl.embedded import EmbeddedBroker
-from etl.redact import Redactor
 from etl.testing.kafka import create_topic, read_all
 from etl.testing.servers import MariaDBServer, PostgresServer
 from sinks.mysql.config import MySQLSinkConfig
@@ -108,22 +108,6 @@ def sink_options(table: str, batch: int) -> dict[str, Any]:
         "batch_size": batch,
         "linger_ms": 200,
     }
-
-
-async def ours(pipeline_class: Any, config: Any, settings: ETLSettings, messages: int) -> float:
-    pipeline = pipeline_class(config, settings=settings, redact=Redactor(settings.secret_values()))
-    await pipeline.start()
-    try:
-        while not pipeline.status.partitions and not pipeline.written:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        started = time.perf_counter()
-        while pipeline.written < messages:
-            if pipeline.status.state.value in ("failed", "stopped"):
-                raise RuntimeError(f"sink failed: {pipeline.status.error}")
-            await asyncio.sleep(0.002)
-        return messages / (time.perf_counter() - started)
-    finally:
-        await pipeline.stop()
 
 
 async def kafka_loop(bootstrap: str, messages: int, batch: int, write: Any) -> float:
@@ -229,7 +213,9 @@ async def bench_postgres(
             table = f"ours_{uuid.uuid4().hex[:8]}"
             admin.execute(PG_TABLE.format(table))  # type: ignore[arg-type]
             config = PostgresSinkConfig.model_validate({**base, **sink_options(table, batch)})
-            rate = await ours(PostgresSinkPipeline, config, settings_for(bootstrap), len(records))
+            rate = await sink_rate(
+                PostgresSinkPipeline, config, settings_for(bootstrap), len(records), poll=0.002
+            )
             best_ours = max(best_ours, rate)
             count = admin.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[arg-type]
             assert count is not None and count[0] == len(records), count
@@ -316,7 +302,9 @@ async def bench_mysql(
             with admin.cursor() as cur:
                 cur.execute(MYSQL_TABLE.format(table))
             config = MySQLSinkConfig.model_validate({**base, **sink_options(table, batch)})
-            rate = await ours(MySQLSinkPipeline, config, settings_for(bootstrap), len(records))
+            rate = await sink_rate(
+                MySQLSinkPipeline, config, settings_for(bootstrap), len(records), poll=0.002
+            )
             best_ours = max(best_ours, rate)
             with admin.cursor() as cur:
                 cur.execute(f"SELECT COUNT(*) FROM `{table}`")  # noqa: S608

@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -218,13 +219,17 @@ class ETLSettings(BaseModel):
                 secret = value.get_secret_value()
                 if secret:
                     found.append(secret)
+                    found.extend(_url_password(secret))
             elif isinstance(value, BaseModel):
                 for item in value.__dict__.values():
                     walk(item)
             elif isinstance(value, dict):
                 for key, item in value.items():
-                    if _looks_secret(str(key)) and isinstance(item, str) and item:
-                        found.append(item)
+                    if isinstance(item, str) and item:
+                        if _looks_secret(str(key)):
+                            found.append(item)
+                        # A password inside a DSN or URL is a secret on its own too.
+                        found.extend(_url_password(item))
                     walk(item)
             elif isinstance(value, list | tuple):
                 for item in value:
@@ -242,7 +247,17 @@ class ETLSettings(BaseModel):
         return [validate_plugin("source", raw)[0] for raw in self.sources]  # type: ignore[misc]
 
 
-_SECRET_WORDS = ("password", "secret", "api_key", "apikey", "token", "access_key")
+_SECRET_WORDS = ("password", "secret", "api_key", "apikey", "token", "access_key", "dsn")
+
+
+def _url_password(text: str) -> list[str]:
+    if "://" not in text or "@" not in text:
+        return []
+    try:
+        password = urlsplit(text).password
+    except ValueError:
+        return []
+    return [unquote(password), password] if password else []
 
 
 def _looks_secret(name: str) -> bool:

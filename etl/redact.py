@@ -11,7 +11,9 @@ _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I
 )
 _KV_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|api_key|token)\s*=\s*)[^\s&;]+", re.I
+    # ``_`` too: ``sasl_password=``, ``db_password=`` and ``access_token=`` are keys as well.
+    r"(?P<key>(?:\b|_)(?:password|passwd|pwd|secret|api_key|token)\s*=\s*)[^\s&;]+",
+    re.I,
 )
 
 

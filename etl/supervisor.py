@@ -46,6 +46,7 @@ class PipelineSupervisor(Service):
         self.started_at = time.time()
         self.broker_ready = asyncio.Event()
         self.status_path = settings.data_dir / "status.json"
+        self._status_lock = asyncio.Lock()
         self.watcher: TransformWatcher | None = None
         #: Pipelines the operator paused; they stay paused across restarts until resumed.
         self.paused = PauseStore(settings.data_dir / "paused.json")
@@ -63,7 +64,16 @@ class PipelineSupervisor(Service):
         self.add_future(self._publish_status_forever())
         await wait_for_broker(settings.kafka)
         self.broker_ready.set()
-        await ensure_dead_letter_topic(settings)
+        try:
+            await ensure_dead_letter_topic(settings)
+        except Exception as exc:
+            # Not fatal for the worker: the pipelines still start; one that needs the
+            # topic and cannot write a dead letter halts before that message.
+            log.error(
+                "cannot create the dead-letter topic topic=%s error=%r",
+                settings.errors.dead_letter_topic,
+                self.redact(describe_error(exc)),
+            )
         specs, errors = discover_transforms(settings.transforms_dir)
         for error in errors:
             self.report_load_error(error)
@@ -214,9 +224,15 @@ class PipelineSupervisor(Service):
             refresh = getattr(pipeline, "refresh_progress", None)
             if refresh is not None:
                 await refresh()
+        # File I/O off the event loop (a slow disk must not stall the pipelines).
+        async with self._status_lock:
+            text = json.dumps(self.snapshot(), indent=1, default=str)
+            await asyncio.to_thread(self._write_status, text)
+
+    def _write_status(self, text: str) -> None:
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str))
+        tmp.write_text(text)
         tmp.replace(self.status_path)
 
     async def on_stop(self) -> None:

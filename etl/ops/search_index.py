@@ -45,20 +45,13 @@ def build_query(topic: str, query: SearchQuery) -> dict[str, Any]:
     clauses: list[dict[str, Any]] = [{"match_phrase": {body + "topic": topic}}]
     if query.partition is not None:
         clauses.append({"term": {body + "partition": query.partition}})
-    offsets: dict[str, int] = {}
-    if query.first_offset is not None:
-        offsets["gte"] = query.first_offset
-    if query.last_offset is not None:
-        offsets["lte"] = query.last_offset
-    if offsets:
-        clauses.append({"range": {body + "offset": offsets}})
-    times: dict[str, int] = {}
-    if query.since_ms is not None:
-        times["gte"] = query.since_ms
-    if query.until_ms is not None:
-        times["lte"] = query.until_ms
-    if times:
-        clauses.append({"range": {body + "timestamp": times}})
+    for field, low, high in (
+        ("offset", query.first_offset, query.last_offset),
+        ("timestamp", query.since_ms, query.until_ms),
+    ):
+        bounds = {op: v for op, v in (("gte", low), ("lte", high)) if v is not None}
+        if bounds:
+            clauses.append({"range": {body + field: bounds}})
     clauses += [_keyword_clause(body + "key", k) for k in query.keys]
     clauses += [_keyword_clause(body + "value", v) for v in query.values]
     return {

@@ -142,12 +142,25 @@ class ConsumerPipeline(Service):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            text = self.redact(describe_error(exc))
+            text = self._text(exc)
             self.status.fail(State.FAILED, f"start failed: {text}")
             log.error("pipeline start failed pipeline=%s error=%r", self.name, text)
             await self._close_clients()
             return
-        await self._run()
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Raised by an error handler of the loop itself (e.g. the rewind after a
+            # failed batch could not read the committed offsets): nothing past the last
+            # commit was committed, so stop this pipeline visibly instead of leaving a
+            # loop-less pipeline that reports "retrying" forever.
+            text = self._text(exc)
+            log.error("pipeline loop failed pipeline=%s error=%r", self.name, text)
+            self._halted = True
+            self.status.fail(State.FAILED, f"crashed: {text}")
+            await self._close_clients()
 
     async def _open(self) -> None:
         self.producer = self.make_producer()
@@ -183,7 +196,7 @@ class ConsumerPipeline(Service):
                     log.error(
                         "pipeline flush on stop failed pipeline=%s error=%r",
                         self.name,
-                        self.redact(describe_error(exc)),
+                        self._text(exc),
                     )
         await self._close_clients()
         if final and self.status.state in (State.RUNNING, State.STARTING, State.PAUSED):
@@ -195,17 +208,21 @@ class ConsumerPipeline(Service):
             try:
                 await consumer.stop()
             except Exception as exc:  # pragma: no cover - best effort on the way out
-                log.warning("consumer stop failed pipeline=%s error=%r", self.name, exc)
+                log.warning("consumer stop failed pipeline=%s error=%r", self.name, self._text(exc))
         try:
             await self.teardown()
         except Exception as exc:
-            log.warning("teardown failed pipeline=%s error=%r", self.name, exc)
+            log.warning("teardown failed pipeline=%s error=%r", self.name, self._text(exc))
         producer, self.producer = self.producer, None
         if producer is not None:
             try:
                 await producer.stop()
             except Exception as exc:  # pragma: no cover
-                log.warning("producer stop failed pipeline=%s error=%r", self.name, exc)
+                log.warning("producer stop failed pipeline=%s error=%r", self.name, self._text(exc))
+
+    def _text(self, exc: BaseException) -> str:
+        """One line describing ``exc``, secrets redacted (for logs and status)."""
+        return self.redact(describe_error(exc))
 
     # ---- pause/resume -------------------------------------------------------------
 
@@ -267,7 +284,7 @@ class ConsumerPipeline(Service):
                 await asyncio.sleep(exc.retry_after)
             except (RetriableError, KafkaError) as exc:
                 retries += 1
-                text = self.redact(describe_error(exc))
+                text = self._text(exc)
                 self.status.fail(State.FAILED, f"retrying: {text}")
                 log.warning(
                     "batch failed, retrying pipeline=%s attempt=%d error=%r retry_in=%.1fs",
@@ -286,7 +303,7 @@ class ConsumerPipeline(Service):
                 raise
             except Exception as exc:
                 # A bug in a sink or the runtime: stop this pipeline, keep the others.
-                text = self.redact(describe_error(exc))
+                text = self._text(exc)
                 log.exception("pipeline crashed pipeline=%s error=%r", self.name, text)
                 await self._rewind()
                 await self._halt(PipelineHalted(f"crashed: {text}"), state=State.FAILED)
@@ -297,7 +314,7 @@ class ConsumerPipeline(Service):
         try:
             await self._commit(halt.commit)
         except Exception as exc:
-            log.error("commit on halt failed pipeline=%s error=%r", self.name, exc)
+            log.error("commit on halt failed pipeline=%s error=%r", self.name, self._text(exc))
         reason = self.redact(halt.reason)
         self.status.fail(state, reason)
         log.error(
@@ -330,7 +347,7 @@ class ConsumerPipeline(Service):
         except (CommitFailedError, IllegalStateError) as exc:
             # Lost the partitions in a rebalance: the new owner re-reads from the
             # last commit, so the records are redelivered, never lost.
-            log.warning("commit failed pipeline=%s error=%r", self.name, describe_error(exc))
+            log.warning("commit failed pipeline=%s error=%r", self.name, self._text(exc))
             return
         for tp, offset in owned.items():
             self._progress(tp).committed = offset
@@ -353,7 +370,7 @@ class ConsumerPipeline(Service):
                     log.error(
                         "flush on revoke failed pipeline=%s error=%r",
                         self.name,
-                        self.redact(describe_error(exc)),
+                        self._text(exc),
                     )
                     self.drop_partitions(revoked)
             self._assigned -= revoked

@@ -134,7 +134,9 @@ class TransformPipeline(ConsumerPipeline):
             for record in records:
                 try:
                     outs = normalize_result(fn(record_to_message(record)))
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
+                    # SystemExit too (a transform calling sys.exit()/exit()): it must fail
+                    # this record, not escape the event loop and end the whole worker.
                     stage = exc.stage if isinstance(exc, RecordError) else "transform"
                     if stop:
                         commit[tp] = record.offset

@@ -118,15 +118,20 @@ class HttpSink(Sink[HttpSinkConfig]):
             return
         import httpx
 
-        verify: ssl.SSLContext | bool = config.verify_tls
-        if config.ca_bundle:
-            verify = ssl.create_default_context(cafile=config.ca_bundle)
         headers = {"Content-Type": "application/json", **config.headers}
         if config.auth_token is not None:
             headers[config.auth_header] = config.auth_token.get_secret_value()
-        self.client = httpx.AsyncClient(
-            verify=verify, timeout=config.timeout, headers=headers, follow_redirects=False
-        )
+
+        def make_client() -> httpx.AsyncClient:
+            verify: ssl.SSLContext | bool = config.verify_tls
+            if config.ca_bundle:
+                verify = ssl.create_default_context(cafile=config.ca_bundle)
+            return httpx.AsyncClient(
+                verify=verify, timeout=config.timeout, headers=headers, follow_redirects=False
+            )
+
+        # Loading the CA certificates reads files: not on the event loop.
+        self.client = await asyncio.to_thread(make_client)
 
     async def close(self) -> None:
         client, self.client = self.client, None

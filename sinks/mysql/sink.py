@@ -56,6 +56,8 @@ RECORD_ERRNOS = {
 }  # fmt: skip
 #: Connection failures retrying cannot fix: access denied, unknown database, TLS.
 SETUP_ERRNOS = {1044, 1045, 1049, 1251, 2026, 2059}
+#: ER_DUP_FIELDNAME: ADD COLUMN of a column the table already has.
+DUPLICATE_COLUMN = 1060
 RECORD_CLASSES = (pymysql.err.DataError, pymysql.err.IntegrityError)
 
 
@@ -171,7 +173,8 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
     # ---- connection -------------------------------------------------------------------
 
     async def connect(self) -> None:
-        kwargs = connect_kwargs(self.config)
+        # Building the TLS context reads certificate files: not on the event loop.
+        kwargs = await self._run(connect_kwargs, self.config)
         try:
             self.conn = await self._run(functools.partial(pymysql.connect, **kwargs))
         except pymysql.err.MySQLError as exc:
@@ -280,9 +283,16 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
     async def add_columns(self, name: str, columns: list[PlannedColumn]) -> None:
         for column in columns:
             definition = self._column_sql(column, [])
-            await self._run(
-                self._sql, f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS {definition}"
-            )
+            await self._run(self._add_column, f"ALTER TABLE {quote(name)} ADD COLUMN {definition}")
+
+    def _add_column(self, query: str) -> None:
+        # MySQL has no ADD COLUMN IF NOT EXISTS (only MariaDB has): a column another
+        # worker added meanwhile is "duplicate column name", which is fine here.
+        try:
+            self._sql(query)
+        except pymysql.err.MySQLError as exc:
+            if not (exc.args and exc.args[0] == DUPLICATE_COLUMN):
+                raise
 
     async def unique_keys(self, name: str) -> list[set[str]]:
         rows = await self._run(

@@ -9,6 +9,7 @@ credentials (401), missing permission (403), a TLS failure and other 4xx are
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 from collections.abc import Iterator, Sequence
@@ -119,7 +120,8 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
 
     async def open(self) -> None:
         if self.client is None:
-            self.client = self.make_client()
+            # Loading the CA certificates reads files: not on the event loop.
+            self.client = await asyncio.to_thread(self.make_client)
         try:
             info = await self.client.info()
         except Exception as exc:

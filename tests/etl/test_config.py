@@ -103,6 +103,22 @@ errors:
     assert redact("login failed for s3cr3t-pw") == "login failed for ***"
 
 
+def test_dsn_passwords_are_secrets(tmp_path: Path) -> None:
+    from etl.config import ETLSettings
+
+    settings = ETLSettings(
+        sinks=[{"name": "pg", "type": "postgres", "dsn": "postgresql://u:p%40ss-w0rd@db/x"}],
+        sources=[{"name": "s", "type": "mysql_binlog", "url": "mysql://r:binlog-pw@h/db"}],
+    )
+    secrets = settings.secret_values()
+    assert "p@ss-w0rd" in secrets
+    assert "binlog-pw" in secrets
+    redact = Redactor(secrets)
+    assert (
+        redact("authentication failed: p@ss-w0rd rejected") == "authentication failed: *** rejected"
+    )
+
+
 def test_missing_env_var_is_a_problem(tmp_path: Path) -> None:
     path = write(tmp_path, "kafka:\n  sasl_password: ${NOT_SET_ANYWHERE}\n")
     with pytest.raises(ConfigurationError) as info:
@@ -167,3 +183,12 @@ def test_faust_entry_point_with_bad_config_exits_without_traceback(tmp_path: Pat
     assert result.returncode == 2, result.stderr
     assert "errors.policy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_redactor_masks_prefixed_secret_keys_and_url_credentials() -> None:
+    redact = Redactor()
+    assert redact("sasl_password=hunter22 user=bob") == "sasl_password=*** user=bob"
+    assert redact("access_token=abc&x=1") == "access_token=***&x=1"
+    assert redact("host=db password=pw1 port=5") == "host=db password=*** port=5"
+    assert redact("postgresql://bob:pw1@db/x") == "postgresql://bob:***@db/x"
+    assert redact("passwords=3 tokens") == "passwords=3 tokens"

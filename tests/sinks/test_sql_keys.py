@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from etl.errors import FatalError, RetriableError
+from sinks.sql.table import PlannedColumn
 from tests.sinks.conformance import make_record
 from tests.sinks.sqlharness import SqlTarget, unique_table
 from tests.sinks.test_sql_formats import write
@@ -245,3 +246,22 @@ async def test_upsert_without_a_unique_key_is_a_clear_error(sql_target: SqlTarge
     )
     with pytest.raises(FatalError, match=r"no primary key or unique index on exactly \(id\)"):
         await write(sql_target, config, [make_record("t", 0, 0, None, '{"id": 1}')])
+
+
+async def test_adding_a_column_another_worker_just_added_is_harmless(
+    sql_target: SqlTarget,
+) -> None:
+    # Two workers may both see a declared column missing; the second ADD must not fail.
+    # (MySQL, unlike MariaDB, has no ADD COLUMN IF NOT EXISTS.)
+    table = unique_table("race")
+    config = sql_target.config(
+        table=table, format="FLATTEN", mode="VALUE", auto_create=True, columns=COLUMNS
+    )
+    assert await write(sql_target, config, [make_record("t", 0, 0, None, value(id=1))]) == []
+    sink = sql_target.sink(config)
+    await sink.open()
+    try:
+        await sink.add_columns(table, [PlannedColumn("name", None, "VARCHAR(64)", True)])
+    finally:
+        await sink.close()
+    assert sql_target.rows(table, "id", "name") == [(1, None)]

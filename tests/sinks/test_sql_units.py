@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from aiokafka import TopicPartition
 
@@ -17,11 +18,11 @@ from etl.redact import Redactor
 from etl.runtime.consumer import PipelineHalted
 from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline
 from sinks.mysql.config import MySQLSinkConfig, parse_dsn
-from sinks.mysql.sink import connect_kwargs, quote, quote_fmt
+from sinks.mysql.sink import MySQLSink, connect_kwargs, quote, quote_fmt
 from sinks.postgres.config import PostgresSinkConfig
 from sinks.postgres.sink import connection_params
 from sinks.sql.rows import RowBuilder
-from sinks.sql.table import Column, TableInfo
+from sinks.sql.table import Column, PlannedColumn, TableInfo
 from sinks.sql.writer import plan_statements
 from tests.sinks.conformance import make_record
 
@@ -192,6 +193,31 @@ def test_mysql_dsn_and_tls() -> None:
     with pytest.raises(ValueError, match="dsn option 'sslmode' is not known"):
         MySQLSinkConfig.model_validate({**base, "dsn": "mysql://db/x?sslmode=x"})
     assert (quote("a`b%s"), quote_fmt("a`b%s")) == ("`a``b%s`", "`a``b%%s`")
+
+
+async def test_mysql_add_columns_is_plain_sql_and_tolerates_a_duplicate() -> None:
+    # MySQL (unlike MariaDB) has no ADD COLUMN IF NOT EXISTS; a column another worker
+    # added meanwhile (error 1060) is fine, any other error is not.
+    base = {"name": "m", "type": "mysql", "topics": ["t"], "table": "t"}
+    config = MySQLSinkConfig.model_validate({**base, "host": "db", "database": "shop"})
+    sink = MySQLSink(config, settings=ETLSettings(), redact=Redactor())
+    sent: list[str] = []
+
+    def run_sql(query: str, args: Any = None) -> list[Any]:
+        sent.append(query)
+        raise pymysql.err.OperationalError(1060 if "dup" in query else 1146, "no")
+
+    sink._sql = run_sql  # type: ignore[method-assign]
+    try:
+        await sink.add_columns("t", [PlannedColumn("dup", None, "BIGINT", True)])
+        with pytest.raises(pymysql.err.OperationalError):
+            await sink.add_columns("t", [PlannedColumn("other", None, "BIGINT", True)])
+    finally:
+        await sink.close()
+    assert sent == [
+        "ALTER TABLE `t` ADD COLUMN `dup` BIGINT",
+        "ALTER TABLE `t` ADD COLUMN `other` BIGINT",
+    ]
 
 
 # ---- the pipeline's stop rule ----------------------------------------------------------------
