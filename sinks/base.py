@@ -86,6 +86,16 @@ class Sink(Generic[ConfigT]):
         self.settings = settings
         self.redact = redact
         self.log = logging.getLogger(f"etl.sink.{config.type}")
+        #: Set when the pipeline stops: a sink waiting between its own retries gives up.
+        self.stopping = asyncio.Event()
+
+    async def wait_or_stop(self, seconds: float) -> None:
+        """Sleep between retries; raise RetriableError at once when the pipeline stops."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return
+        raise RetriableError("the pipeline is stopping")
 
     async def open(self) -> None:
         """Connect; called once before the first write."""
@@ -138,6 +148,10 @@ class SinkPipeline(ConsumerPipeline):
         self.written = 0
         self.skipped = 0
         self._job: asyncio.Future[Commit] | None = None
+
+    async def on_stop(self) -> None:
+        self.sink.stopping.set()
+        await super().on_stop()
 
     async def setup(self) -> None:
         errors_topic = self.config.runtime_error_topic or self.settings.errors.dead_letter_topic

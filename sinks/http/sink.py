@@ -202,7 +202,7 @@ class HttpSink(Sink[HttpSinkConfig]):
                 self.redact(str(error)),
                 wait,
             )
-            await asyncio.sleep(wait)
+            await self.wait_or_stop(wait)
             delay = min(delay * 2, config.retry_backoff_max_ms / 1000)
 
     async def _post(

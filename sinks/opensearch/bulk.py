@@ -155,10 +155,18 @@ class _Round:
 class BulkWriter:
     """Writes operations with bounded concurrency; retries items the server asks to retry."""
 
-    def __init__(self, config: OpenSearchSinkConfig, send: SendBulk, sink_name: str) -> None:
+    def __init__(
+        self,
+        config: OpenSearchSinkConfig,
+        send: SendBulk,
+        sink_name: str,
+        wait: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.config = config
         self.send = send
         self.sink_name = sink_name
+        #: Sleeps between item retries (the sink's raises when the pipeline stops).
+        self.wait = wait
         self.requests = 0
 
     async def write(self, ops: Iterable[BulkOp]) -> list[RecordFailure]:
@@ -194,7 +202,7 @@ class BulkWriter:
                 round_.reason,
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self.wait(delay)
             delay = min(delay * 2, config.retry_backoff_max_ms / 1000)
 
     async def send_request(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:

@@ -48,3 +48,14 @@ async def test_stop_during_endless_retries_returns_without_commit(
     assert DownSink.writes >= 2, "the write is being retried"
     await asyncio.wait_for(pipeline.stop(), timeout=30)
     assert not any(p.committed for p in pipeline.status.partitions.values())
+
+
+async def test_a_sinks_own_retry_wait_ends_when_the_pipeline_stops() -> None:
+    config = SinkConfigBase(name="s", type="down", topics=["t"])
+    sink = DownSink(config, settings=ETLSettings(), redact=Redactor())
+    await sink.wait_or_stop(0.01)  # an ordinary wait just returns
+    waiting = asyncio.ensure_future(sink.wait_or_stop(3600))
+    await asyncio.sleep(0.05)
+    sink.stopping.set()
+    with pytest.raises(RetriableError, match="stopping"):
+        await asyncio.wait_for(waiting, timeout=5)
