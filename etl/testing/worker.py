@@ -15,6 +15,19 @@ from typing import Any
 import yaml
 
 
+def suffix_transform(source: str, target: str, suffix: str, *, delay_s: float = 0.0) -> str:
+    """Source text of a transform that appends ``suffix`` to every value.
+
+    ``delay_s`` makes the function sleep per message, so that a test can act mid-stream.
+    """
+    sleep = f"    time.sleep({delay_s!r})\n" if delay_s else ""
+    return (
+        f"import time\n\nSOURCE_TOPIC = {source!r}\nTARGET_TOPIC = {target!r}\n"
+        f'START_OFFSET = "earliest"\n\n\ndef deal_message(message):\n{sleep}'
+        f'    message["value"] = message["value"] + {suffix!r}\n    return message\n'
+    )
+
+
 def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
     """An ``etl.yaml`` for tests: the test broker, idempotence off, web off."""
     config: dict[str, Any] = {

@@ -13,19 +13,13 @@ import pytest
 from etl.embedded import EmbeddedBroker, free_port
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
 from etl.testing.kcat import kcat_consume, kcat_produce
-from etl.testing.worker import WorkerProcess, write_config
+from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
 
-SUFFIX = """
-SOURCE_TOPIC = {source!r}
-TARGET_TOPIC = {target!r}
-START_OFFSET = "earliest"
 
-def deal_message(message):
-    message["value"] = message["value"] + "ValueSuffix"
-    return message
-"""
+def suffixed(source: str, target: str) -> str:
+    return suffix_transform(source, target, "ValueSuffix")
 
 
 def transform(directory: Path, name: str, text: str) -> Path:
@@ -50,7 +44,7 @@ def test_kcat_in_transform_kcat_out_keeps_order_per_key(
 ) -> None:
     source, target = f"orders-{uid}", f"orders-out-{uid}"
     asyncio.run(create_topic(kafka_bootstrap, source, 3))
-    transform(tmp_path, "suffix", SUFFIX.format(source=source, target=target))
+    transform(tmp_path, "suffix", suffixed(source, target))
     with WorkerProcess(config(tmp_path, kafka_bootstrap, uid)) as worker:
         worker.wait_running("suffix")
         lines = [f"k{i % 7}\t{i}" for i in range(300)]
@@ -78,7 +72,7 @@ def test_faust_worker_command_runs_the_same_app(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
     source, target = f"faust-{uid}", f"faust-out-{uid}"
-    transform(tmp_path, "suffix", SUFFIX.format(source=source, target=target))
+    transform(tmp_path, "suffix", suffixed(source, target))
     path = config(tmp_path, kafka_bootstrap, uid)
     with WorkerProcess(path, faust_command=True) as worker:
         worker.wait_running("suffix")
@@ -201,7 +195,7 @@ def test_stop_policy_halts_one_pipeline_before_the_bad_message(
     source, target = f"in-{uid}", f"out-{uid}"
     other_source, other_target = f"other-{uid}", f"other-out-{uid}"
     transform(tmp_path, "stopper", STOPPER.format(source=source, target=target))
-    transform(tmp_path, "healthy", SUFFIX.format(source=other_source, target=other_target))
+    transform(tmp_path, "healthy", suffixed(other_source, other_target))
     with WorkerProcess(config(tmp_path, kafka_bootstrap, uid)) as worker:
         worker.wait_running("stopper", "healthy")
         values = ["v0", "v1", "v2", "poison", "v4", "v5"]
@@ -235,7 +229,7 @@ def test_bad_transform_files_are_reported_and_the_rest_run(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
     source, target = f"in-{uid}", f"out-{uid}"
-    transform(tmp_path, "good", SUFFIX.format(source=source, target=target))
+    transform(tmp_path, "good", suffixed(source, target))
     transform(tmp_path, "syntax", "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndef deal_message(m)\n")
     transform(tmp_path, "nofunc", "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\n")
     transform(
@@ -264,7 +258,7 @@ def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     source, target = f"in-{uid}", f"out-{uid}"
-    transform(tmp_path, "suffix", SUFFIX.format(source=source, target=target))
+    transform(tmp_path, "suffix", suffixed(source, target))
     with WorkerProcess(config(tmp_path, bootstrap, uid)) as worker:
         worker.wait_for(
             lambda w: w.log().count("kafka broker unreachable") >= 2, 60, "two retry lines"
@@ -279,27 +273,13 @@ def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     assert "Traceback" not in worker.log()
 
 
-SEQ = """
-SOURCE_TOPIC = {source!r}
-TARGET_TOPIC = {target!r}
-START_OFFSET = "earliest"
-
-def deal_message(message):
-    message["value"] = message["value"] + ":done"
-    return message
-"""
-
-
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str, uid: str) -> None:
     source, target = f"seq-{uid}", f"seq-out-{uid}"
     total, batch = 20_000, 1000
     asyncio.run(create_topic(kafka_bootstrap, source, 4))
     # A slow function (0.3 ms a message) so that the kill lands mid-stream.
-    slow = SEQ.format(source=source, target=target).replace(
-        "def deal_message(message):",
-        "import time\n\ndef deal_message(message):\n    time.sleep(0.0003)",
-    )
+    slow = suffix_transform(source, target, ":done", delay_s=0.0003)
     transform(tmp_path, "seq", slow)
     path = config(tmp_path, kafka_bootstrap, uid, kafka={"max_batch_records": batch})
     kcat_produce(kafka_bootstrap, source, [f"k{i % 50}\t{i}" for i in range(total)])
@@ -340,7 +320,7 @@ def test_two_workers_split_partitions_and_take_over(
     source, target = f"split-{uid}", f"split-out-{uid}"
     asyncio.run(create_topic(kafka_bootstrap, source, 4))
     transforms_dir = tmp_path / "shared"
-    transform(transforms_dir, "split", SEQ.format(source=source, target=target))
+    transform(transforms_dir, "split", suffix_transform(source, target, ":done"))
     paths = []
     for name in ("a", "b"):
         directory = tmp_path / name

@@ -18,17 +18,7 @@ from click.testing import CliRunner, Result
 
 from etl.embedded import free_port
 from etl.testing.kafka import create_topic
-from etl.testing.worker import WorkerProcess, write_config
-
-SUFFIX = """
-SOURCE_TOPIC = {source!r}
-TARGET_TOPIC = {target!r}
-START_OFFSET = "earliest"
-
-def deal_message(message):
-    message["value"] = message["value"] + "-out"
-    return message
-"""
+from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
@@ -116,7 +106,7 @@ def ops_worker(tmp_path: Path, kafka_bootstrap: str, uid: str) -> Iterator[OpsWo
     asyncio.run(create_topic(kafka_bootstrap, source, 2))
     transforms = tmp_path / "transforms"
     transforms.mkdir(parents=True, exist_ok=True)
-    (transforms / "suffix.py").write_text(SUFFIX.format(source=source, target=target))
+    (transforms / "suffix.py").write_text(suffix_transform(source, target, "-out"))
     port = free_port()
     config = write_config(
         tmp_path,
