@@ -67,6 +67,19 @@ def record_to_message(record: Any) -> dict[str, Any]:
     }
 
 
+def native_to_message(message: Any) -> dict[str, Any]:
+    """The message dict for one librdkafka message (raises RecordError on bad UTF-8)."""
+    return {
+        "key": _decode(message.key(), "key"),
+        "value": _decode(message.value(), "value"),
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": message.timestamp()[1],
+        "headers": decode_headers(message.headers()),
+    }
+
+
 def make_message(
     key: str | None,
     value: str | None,

@@ -1,10 +1,11 @@
 """The batch consumer loop every pipeline (transform or sink) runs on.
 
-A pipeline is a Faust/mode service that drives its own aiokafka consumer in its
-own consumer group: poll a batch, hand it to :meth:`ConsumerPipeline.process`,
-which returns the offsets that are now safe (their output acknowledged or
-written), commit those. Moving whole batches instead of one event at a time is
-what lets a pipeline keep up with a bare aiokafka loop.
+A pipeline is a Faust/mode service that drives its own librdkafka consumer
+(:mod:`etl.runtime.native`) in its own consumer group: poll a batch, hand it to
+:meth:`ConsumerPipeline.process`, which returns the offsets that are now safe
+(their output acknowledged or written), commit those. Moving whole batches
+instead of one event at a time is what lets a pipeline keep up with a bare
+librdkafka loop.
 
 Delivery rules kept here:
 
@@ -25,14 +26,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import TopicPartition
+from confluent_kafka import KafkaException
 from mode import Service
 
 from etl.config import ETLSettings
 from etl.errors import BackpressureError, PipelineStopping, RetriableError
-from etl.kafka import describe_error, make_consumer, make_producer
+from etl.kafka import describe_error
 from etl.redact import Redactor
+from etl.runtime.native import CommitFailed, NativeConsumer, NativeProducer, ProduceError
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
 
 log = logging.getLogger("etl.runtime")
@@ -50,26 +52,24 @@ class PipelineHalted(Exception):
         self.commit = commit or {}
 
 
+def record_offset(record: Any) -> int:
+    """The offset of a :class:`~etl.runtime.native.Record` or a raw librdkafka message."""
+    offset = record.offset
+    return offset() if callable(offset) else offset  # type: ignore[no-any-return]
+
+
 def tp_key(tp: TopicPartition) -> str:
     """``topic/partition`` as used in status output."""
     return f"{tp.topic}/{tp.partition}"
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, pipeline: ConsumerPipeline) -> None:
-        self.pipeline = pipeline
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.pipeline._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.pipeline._on_assigned(set(assigned))
 
 
 class ConsumerPipeline(Service):
     """Base of transform and sink pipelines: poll, process, commit."""
 
     kind = "pipeline"
+    #: Hand ``process`` :class:`~etl.runtime.native.Record` objects (False: raw
+    #: librdkafka messages, the transform's fast path).
+    record_objects = True
     #: Retries of a RetriableError before the pipeline is marked failed (None: forever).
     max_retries: int | None = None
 
@@ -130,7 +130,7 @@ class ConsumerPipeline(Service):
 
     def make_producer(self) -> Any:
         """The producer of this pipeline (outputs and dead letters)."""
-        return make_producer(self.settings.kafka)
+        return NativeProducer(self.settings.kafka, name=self.name)
 
     async def on_start(self) -> None:
         self.status.state = State.STARTING
@@ -166,13 +166,17 @@ class ConsumerPipeline(Service):
         self.producer = self.make_producer()
         await self.producer.start()
         await self.setup()
-        self.consumer = make_consumer(
+        consumer = NativeConsumer(
             self.settings.kafka,
             group_id=self.group_id,
             start_offset=self.start_offset,
+            name=self.name,
+            records=self.record_objects,
         )
-        self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-        await self.consumer.start()
+        consumer.subscribe(self.topics, on_assigned=self._on_assigned, on_revoked=self._on_revoked)
+        consumer.pause_all(self._paused)
+        await consumer.start()
+        self.consumer = consumer
         self.status.state = State.PAUSED if self._paused else State.RUNNING
         log.info(
             "pipeline started pipeline=%s kind=%s topics=%s group=%s",
@@ -230,7 +234,7 @@ class ConsumerPipeline(Service):
         """Stop fetching (the group membership and offsets stay)."""
         self._paused = True
         if self.consumer is not None:
-            self.consumer.pause(*self.consumer.assignment())
+            self.consumer.pause_all(True)
         if self.status.state == State.RUNNING:
             self.status.state = State.PAUSED
 
@@ -238,7 +242,7 @@ class ConsumerPipeline(Service):
         """Fetch again after :meth:`pause`."""
         self._paused = False
         if self.consumer is not None:
-            self.consumer.resume(*self.consumer.assignment())
+            self.consumer.pause_all(False)
         if self.status.state == State.PAUSED:
             self.status.state = State.RUNNING
 
@@ -260,7 +264,9 @@ class ConsumerPipeline(Service):
                     started = time.perf_counter()
                     commit: Commit = {}
                     if batch:
-                        self._batch_start = {tp: records[0].offset for tp, records in batch.items()}
+                        self._batch_start = {
+                            tp: record_offset(records[0]) for tp, records in batch.items()
+                        }
                         commit = await self.process(batch)
                     commit.update(await self.flush_due())
                     await self._commit(commit)
@@ -269,7 +275,7 @@ class ConsumerPipeline(Service):
                         self.status.last_batch_ms = (time.perf_counter() - started) * 1000
                         self.status.consumed += sum(len(r) for r in batch.values())
                         for tp, records in batch.items():
-                            self._progress(tp).position = records[-1].offset + 1
+                            self._progress(tp).position = record_offset(records[-1]) + 1
                 if self.status.state == State.FAILED:
                     self.status.state = State.PAUSED if self._paused else State.RUNNING
                 delay, retries = 0.5, 0
@@ -282,7 +288,7 @@ class ConsumerPipeline(Service):
             except BackpressureError as exc:
                 await self._rewind()
                 await asyncio.sleep(exc.retry_after)
-            except (RetriableError, KafkaError) as exc:
+            except (RetriableError, KafkaException, ProduceError) as exc:
                 retries += 1
                 text = self._text(exc)
                 self.status.fail(State.FAILED, f"retrying: {text}")
@@ -333,7 +339,7 @@ class ConsumerPipeline(Service):
         for tp, offset in self._batch_start.items():
             if tp in self._assigned:
                 committed = await self.consumer.committed(tp)
-                self.consumer.seek(tp, committed if committed is not None else offset)
+                await self.consumer.seek(tp, committed if committed is not None else offset)
         self._batch_start = {}
 
     async def _commit(self, commit: Commit) -> None:
@@ -344,7 +350,7 @@ class ConsumerPipeline(Service):
             return
         try:
             await self.consumer.commit(owned)
-        except (CommitFailedError, IllegalStateError) as exc:
+        except CommitFailed as exc:
             # Lost the partitions in a rebalance: the new owner re-reads from the
             # last commit, so the records are redelivered, never lost.
             log.warning("commit failed pipeline=%s error=%r", self.name, self._text(exc))
@@ -361,6 +367,11 @@ class ConsumerPipeline(Service):
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
+            return
+        if self.consumer is None:
+            # Closing (stop or halt): what was safe is committed already; keep the
+            # partitions' last progress in the status.
+            self._assigned -= revoked
             return
         async with self._lock:
             if not self._halted and self.consumer is not None:
@@ -386,8 +397,6 @@ class ConsumerPipeline(Service):
         self._assigned |= assigned
         for tp in assigned:
             self._progress(tp)
-        if self._paused and self.consumer is not None and assigned:
-            self.consumer.pause(*assigned)
         log.info(
             "partitions assigned pipeline=%s partitions=%s",
             self.name,

@@ -1,11 +1,18 @@
 """A transform pipeline: SOURCE_TOPIC -> ``deal_message`` -> TARGET_TOPIC.
 
 Per batch: every record becomes the message dict, goes through the function,
-and what comes back is queued on the producer without waiting; then the
-pipeline waits once for all acknowledgements (and dead letters) of the batch and
-only then returns the offsets to commit. Per-key order holds because records
-of one source partition are handled in order and a key always maps to the same
-target partition, where aiokafka keeps one batch in flight at a time.
+and what comes back is queued on librdkafka's producer without waiting; then
+the pipeline waits once for every acknowledgement (and dead letter) of the
+batch and only then returns the offsets to commit. Per-key order holds because
+records of one source partition are handled in order, a key always maps to the
+same target partition, and the producer never reorders a partition (idempotent,
+or one request in flight).
+
+A retry never repeats output that was acknowledged: when a batch fails for a
+reason that is worth retrying (the broker is unavailable), the source records
+whose outputs were all acknowledged are remembered and skipped when the batch
+is read again. A record-sized problem (an output or a dead letter too large) is
+never retried: it is dead-lettered, or halts the pipeline under ``stop``.
 
 The function can be swapped (hot reload) between batches: :meth:`swap` takes
 effect at the next batch boundary, so no message is handled by both versions.
@@ -18,41 +25,33 @@ import logging
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTimestampError,
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    UnsupportedForMessageFormatError,
-)
+from confluent_kafka import KafkaError
 
 from etl.deadletter import DeadLetterWriter
 from etl.errors import RecordError, RetriableError
 from etl.kafka import ensure_topics, topic_partitions
-from etl.message import normalize_result, record_to_message
+from etl.message import native_to_message, normalize_result
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+from etl.runtime.native import (
+    DeliveryBatch,
+    ProduceError,
+    is_record_error,
+    produce_error,
+    to_record,
+)
 from etl.transforms.loader import TransformSpec
 
 log = logging.getLogger("etl.transform")
 
-#: Producer errors that concern one record, not the connection: dead-letter it.
-RECORD_PRODUCE_ERRORS: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    CorruptRecordException,
-    InvalidTimestampError,
-    UnsupportedForMessageFormatError,
-    InvalidTopicError,
-    ValueError,
-    TypeError,
-)
+#: Errors of building or handing one output to the client: that record's fault.
+RECORD_PRODUCE_ERRORS: tuple[type[BaseException], ...] = (ProduceError, ValueError, TypeError)
 
 
 class TransformPipeline(ConsumerPipeline):
     """Runs one transform file as its own consumer group."""
 
     kind = "transform"
+    record_objects = False
 
     def __init__(self, spec: TransformSpec, **kwargs: Any) -> None:
         super().__init__(
@@ -65,6 +64,9 @@ class TransformPipeline(ConsumerPipeline):
         self.spec = spec
         self._next_spec: TransformSpec | None = None
         self.dead_letters: DeadLetterWriter | None = None
+        #: Source offsets whose outputs were all acknowledged in a batch that is
+        #: being retried: skipped when it is read again (no repeated output).
+        self._acked: dict[TopicPartition, set[int]] = {}
         self.status.target = spec.target_topic
         self.status.version = spec.version
         self.status.path = str(spec.path)
@@ -122,87 +124,129 @@ class TransformPipeline(ConsumerPipeline):
         spec = self.spec
         fn = spec.deal_message
         target = spec.target_topic
-        send = self.producer.send
+        producer = self.producer
+        produce = producer.client.produce
         stop = self.policy == "stop"
-        # (future, tp, source record, stage) for everything this batch queued.
-        pending: list[tuple[asyncio.Future[Any], TopicPartition, Any, str]] = []
+        deliveries = DeliveryBatch()
+        ack = deliveries.ack
+        expect = deliveries.expect
+        #: index -> (tp, source message); the index names a source record in callbacks.
+        sources: list[tuple[TopicPartition, Any]] = []
+        failed: list[tuple[int, str, BaseException]] = []
         commit: Commit = {}
         produced = filtered = 0
         halt: PipelineHalted | None = None
+        acked = self._acked
 
-        for tp, records in batch.items():
-            for record in records:
+        for tp, messages in batch.items():
+            skip = acked.get(tp)
+            for message in messages:
+                if skip and message.offset() in skip:
+                    continue
+                index = len(sources)
+                sources.append((tp, message))
                 try:
-                    outs = normalize_result(fn(record_to_message(record)))
+                    outs = normalize_result(fn(native_to_message(message)))
                 except (Exception, SystemExit) as exc:
                     # SystemExit too (a transform calling sys.exit()/exit()): it must fail
                     # this record, not escape the event loop and end the whole worker.
                     stage = exc.stage if isinstance(exc, RecordError) else "transform"
                     if stop:
-                        commit[tp] = record.offset
-                        halt = self._halt_reason(record, stage, exc)
+                        commit[tp] = message.offset()
+                        halt = self._halt_reason(message, stage, exc)
                         break
-                    pending.append((await self._dead_letter(record, stage, exc), tp, record, "dlq"))
+                    failed.append((index, stage, exc))
                     continue
                 if not outs:
                     filtered += 1
                     continue
+                callback = _Ack(ack, index)
                 for out in outs:
                     try:
-                        future = await send(
-                            target,
-                            value=out.value,
-                            key=out.key,
-                            headers=out.headers,
-                            timestamp_ms=out.timestamp_ms,
-                        )
-                    except RECORD_PRODUCE_ERRORS as exc:
+                        while True:
+                            try:
+                                if out.timestamp_ms is None:
+                                    produce(
+                                        target,
+                                        out.value,
+                                        out.key,
+                                        headers=out.headers or None,
+                                        on_delivery=callback,
+                                    )
+                                else:
+                                    produce(
+                                        target,
+                                        out.value,
+                                        out.key,
+                                        headers=out.headers or None,
+                                        timestamp=out.timestamp_ms,
+                                        on_delivery=callback,
+                                    )
+                                break
+                            except BufferError:
+                                # The client's queue is full: let it send, then go on.
+                                await producer.serve(0.1)
+                    except Exception as exc:
+                        error = _produce_error(exc, target)
                         if stop:
-                            commit[tp] = record.offset
-                            halt = self._halt_reason(record, "produce", exc)
+                            commit[tp] = message.offset()
+                            halt = self._halt_reason(message, "produce", error)
                             break
-                        future = await self._dead_letter(record, "produce", exc)
-                        pending.append((future, tp, record, "dlq"))
-                        continue
-                    pending.append((future, tp, record, "out"))
+                        failed.append((index, "produce", error))
+                        break
+                    expect(index)
                     produced += 1
                 if halt is not None:
                     break
             else:
-                commit[tp] = records[-1].offset + 1
+                if messages:
+                    commit[tp] = messages[-1].offset() + 1
             if halt is not None:
                 break
 
-        # Wait for every acknowledgement of the batch before anything is committed.
-        for future, tp, record, what in pending:
-            if not future.done():
-                try:
-                    await future
-                except Exception:
-                    pass
-            error: BaseException | None = future.exception()
-            if error is None:
-                continue
-            if what == "out" and isinstance(error, RECORD_PRODUCE_ERRORS) and not stop:
-                retry = await self._dead_letter(record, "produce", error)
-                try:
-                    await retry
-                    produced -= 1
-                    continue
-                except Exception as dlq_exc:
-                    error = dlq_exc
-            if what == "out" and not isinstance(error, RECORD_PRODUCE_ERRORS):
-                # The broker or the connection failed: nothing of this batch is committed;
-                # the runtime rewinds and retries it (at-least-once).
-                raise RetriableError(f"produce to {target!r} failed: {error}") from error
-            # Under stop (or when a dead letter itself cannot be written): halt before it.
-            safe = commit.get(tp)
-            if safe is None or safe > record.offset:
-                commit[tp] = record.offset
-            if halt is None:
-                stage = "dead-letter" if what == "dlq" else "produce"
-                halt = self._halt_reason(record, stage, error)
+        # Dead letters of this batch, queued behind its outputs.
+        letters: list[tuple[int, str, BaseException, asyncio.Future[Any] | None]] = []
+        for index, stage, failure in failed:
+            letter = await self._dead_letter(sources[index][1], stage, failure)
+            letters.append((index, stage, failure, letter))
 
+        # Wait once for every acknowledgement before anything is committed.
+        await producer.wait_all()
+
+        bad: dict[int, tuple[str, BaseException]] = {}
+        retry: BaseException | None = None
+        for index, kafka_error in deliveries.failures:
+            if is_record_error(kafka_error) and index not in bad:
+                bad[index] = ("produce", produce_error(kafka_error, record_error=True))
+                produced -= 1
+            elif not is_record_error(kafka_error):
+                retry = retry or produce_error(kafka_error, record_error=False)
+        if retry is not None:
+            # The broker or the connection failed: nothing is committed; the batch is
+            # read again, skipping the records whose outputs are already acknowledged.
+            self._remember_acked(sources, deliveries, letters)
+            raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
+        for index, (stage, failure) in sorted(bad.items()):
+            if stop:
+                tp, message = sources[index]
+                self._cut(commit, tp, message.offset())
+                halt = halt or self._halt_reason(message, stage, failure)
+                continue
+            letter = await self._dead_letter(sources[index][1], stage, failure)
+            letters.append((index, stage, failure, letter))
+        for index, _stage, _failure, letter in letters:
+            outcome = await _outcome(letter)
+            if outcome is None:
+                continue
+            if isinstance(outcome, ProduceError) and not outcome.record_error:
+                self._remember_acked(sources, deliveries, letters)
+                raise RetriableError(f"dead letter failed: {outcome}") from outcome
+            # A dead letter that cannot be written at all: halt before its record.
+            tp, message = sources[index]
+            self._cut(commit, tp, message.offset())
+            halt = halt or self._halt_reason(message, "dead-letter", outcome)
+
+        self._acked = {}
         self.status.produced += produced
         self.status.filtered += filtered
         if halt is not None:
@@ -210,28 +254,123 @@ class TransformPipeline(ConsumerPipeline):
             raise halt
         return commit
 
-    def _halt_reason(self, record: Any, stage: str, exc: BaseException) -> PipelineHalted:
+    @staticmethod
+    def _cut(commit: Commit, tp: TopicPartition, offset: int) -> None:
+        safe = commit.get(tp)
+        if safe is None or safe > offset:
+            commit[tp] = offset
+
+    def _remember_acked(
+        self,
+        sources: list[tuple[TopicPartition, Any]],
+        deliveries: DeliveryBatch,
+        letters: list[tuple[int, str, BaseException, asyncio.Future[Any] | None]],
+    ) -> None:
+        not_done = {index for index, _error in deliveries.failures}
+        not_done |= {index for index, left in deliveries.left.items() if left > 0}
+        not_done |= {
+            index
+            for index, _stage, _exc, letter in letters
+            if letter is None or not letter.done() or letter.cancelled() or letter.exception()
+        }
+        for index, (tp, message) in enumerate(sources):
+            if index not in not_done:
+                # Dead-lettered records whose letter was written count as done too.
+                self._acked.setdefault(tp, set()).add(message.offset())
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # A rewind keeps ``_acked`` (that is its point); a partition given up forgets it.
+        for tp in revoked:
+            self._acked.pop(tp, None)
+        await super()._on_revoked(revoked)
+
+    def _halt_reason(self, message: Any, stage: str, exc: BaseException) -> PipelineHalted:
+        record = to_record(message)
         reason = (
             f"{stage} failed at {record.topic}/{record.partition}@{record.offset}: "
             f"{type(exc).__name__}: {self.redact(str(exc))}"
         )
         return PipelineHalted(reason)
 
-    async def _dead_letter(self, record: Any, stage: str, exc: BaseException) -> Any:
+    async def _dead_letter(
+        self, message: Any, stage: str, exc: BaseException
+    ) -> asyncio.Future[Any] | None:
+        """Queue the dead letter of ``message``; None if it could not even be queued."""
         assert self.dead_letters is not None
+        record = to_record(message)
         self.status.dead_lettered += 1
         text = self.redact(f"{type(exc).__name__}: {exc}")
+        where = user_code_location(exc, str(self.spec.path)) if stage == "transform" else None
+        extra = {"etl.exception.location": where} if where else None
         self.status.error = f"{stage} {record.topic}/{record.partition}@{record.offset}: {text}"
         log.warning(
-            "message dead-lettered pipeline=%s stage=%s topic=%s partition=%d offset=%d error=%r",
+            "message dead-lettered pipeline=%s stage=%s topic=%s partition=%d offset=%d error=%r%s",
             self.name,
             stage,
             record.topic,
             record.partition,
             record.offset,
             text,
+            f" at={where}" if where else "",
         )
-        return await self.dead_letters.send(record, pipeline=self.name, stage=stage, exc=exc)
+        try:
+            return await self.dead_letters.send(
+                record, pipeline=self.name, stage=stage, exc=exc, extra=extra
+            )
+        except Exception as error:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+
+
+class _Ack:
+    """The delivery callback of one source record's outputs (no closure per output)."""
+
+    __slots__ = ("ack", "index")
+
+    def __init__(self, ack: Any, index: int) -> None:
+        self.ack = ack
+        self.index = index
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        self.ack(self.index, err, msg)
+
+
+def _produce_error(exc: BaseException, topic: str) -> BaseException:
+    """What a refused ``produce`` call means: a record error, or raise to retry."""
+    from confluent_kafka import KafkaException
+
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and not is_record_error(error):
+            raise RetriableError(f"produce to {topic!r} failed: {error.str()}") from None
+        reason = error if isinstance(error, KafkaError) else str(exc)
+        return produce_error(reason, record_error=True)
+    if isinstance(exc, RECORD_PRODUCE_ERRORS | OverflowError):
+        return exc
+    raise exc
+
+
+async def _outcome(letter: asyncio.Future[Any] | None) -> BaseException | None:
+    """None when the dead letter was acknowledged, else why not."""
+    if letter is None:
+        return RuntimeError("dead letter could not be queued")
+    try:
+        await letter
+    except Exception as exc:
+        return exc
+    return None
+
+
+def user_code_location(exc: BaseException, path: str) -> str | None:
+    """``file:line`` of the innermost frame of the transform file in ``exc``'s traceback."""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == path:
+            where = f"{path}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 async def ensure_dead_letter_topic(settings: Any) -> None:
