@@ -34,7 +34,13 @@ from etl.config import ETLSettings
 from etl.errors import BackpressureError, PipelineStopping, RetriableError
 from etl.kafka import describe_error
 from etl.redact import Redactor
-from etl.runtime.native import CommitFailed, NativeConsumer, NativeProducer, ProduceError
+from etl.runtime.native import (
+    CommitFailed,
+    NativeConsumer,
+    NativeProducer,
+    ProduceError,
+    tune_garbage_collector,
+)
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
 
 log = logging.getLogger("etl.runtime")
@@ -163,6 +169,7 @@ class ConsumerPipeline(Service):
             await self._close_clients()
 
     async def _open(self) -> None:
+        tune_garbage_collector()
         self.producer = self.make_producer()
         await self.producer.start()
         await self.setup()

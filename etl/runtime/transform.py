@@ -30,10 +30,9 @@ from confluent_kafka import KafkaError
 from etl.deadletter import DeadLetterWriter
 from etl.errors import RecordError, RetriableError
 from etl.kafka import ensure_topics, topic_partitions
-from etl.message import native_to_message, normalize_result
+from etl.message import OutRecord, native_to_message, normalize_result
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
 from etl.runtime.native import (
-    DeliveryBatch,
     ProduceError,
     is_record_error,
     produce_error,
@@ -127,16 +126,16 @@ class TransformPipeline(ConsumerPipeline):
         producer = self.producer
         produce = producer.client.produce
         stop = self.policy == "stop"
-        deliveries = DeliveryBatch()
-        ack = deliveries.ack
-        expect = deliveries.expect
-        #: index -> (tp, source message); the index names a source record in callbacks.
+        #: index -> (tp, source message); failed deliveries are matched back to it.
         sources: list[tuple[TopicPartition, Any]] = []
+        #: (source index, output) for every output queued in this batch.
+        outputs: list[tuple[int, OutRecord]] = []
         failed: list[tuple[int, str, BaseException]] = []
         commit: Commit = {}
-        produced = filtered = 0
+        filtered = 0
         halt: PipelineHalted | None = None
         acked = self._acked
+        producer.take_failures()
 
         for tp, messages in batch.items():
             skip = acked.get(tp)
@@ -160,19 +159,12 @@ class TransformPipeline(ConsumerPipeline):
                 if not outs:
                     filtered += 1
                     continue
-                callback = _Ack(ack, index)
                 for out in outs:
                     try:
                         while True:
                             try:
                                 if out.timestamp_ms is None:
-                                    produce(
-                                        target,
-                                        out.value,
-                                        out.key,
-                                        headers=out.headers or None,
-                                        on_delivery=callback,
-                                    )
+                                    produce(target, out.value, out.key, headers=out.headers or None)
                                 else:
                                     produce(
                                         target,
@@ -180,7 +172,6 @@ class TransformPipeline(ConsumerPipeline):
                                         out.key,
                                         headers=out.headers or None,
                                         timestamp=out.timestamp_ms,
-                                        on_delivery=callback,
                                     )
                                 break
                             except BufferError:
@@ -194,8 +185,7 @@ class TransformPipeline(ConsumerPipeline):
                             break
                         failed.append((index, "produce", error))
                         break
-                    expect(index)
-                    produced += 1
+                    outputs.append((index, out))
                 if halt is not None:
                     break
             else:
@@ -205,41 +195,42 @@ class TransformPipeline(ConsumerPipeline):
                 break
 
         # Dead letters of this batch, queued behind its outputs.
-        letters: list[tuple[int, str, BaseException, asyncio.Future[Any] | None]] = []
+        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
         for index, stage, failure in failed:
-            letter = await self._dead_letter(sources[index][1], stage, failure)
-            letters.append((index, stage, failure, letter))
+            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
 
         # Wait once for every acknowledgement before anything is committed.
         await producer.wait_all()
 
-        bad: dict[int, tuple[str, BaseException]] = {}
+        # Every queued output is now acknowledged or failed; only failures are reported.
+        bad: dict[int, BaseException] = {}
         retry: BaseException | None = None
-        for index, kafka_error in deliveries.failures:
-            if is_record_error(kafka_error) and index not in bad:
-                bad[index] = ("produce", produce_error(kafka_error, record_error=True))
-                produced -= 1
-            elif not is_record_error(kafka_error):
+        lost: set[int] = set()
+        for kafka_error, msg in producer.take_failures():
+            index = _source_of(msg, outputs, lost)
+            lost.add(index)
+            if is_record_error(kafka_error):
+                bad.setdefault(index, produce_error(kafka_error, record_error=True))
+            else:
                 retry = retry or produce_error(kafka_error, record_error=False)
         if retry is not None:
             # The broker or the connection failed: nothing is committed; the batch is
             # read again, skipping the records whose outputs are already acknowledged.
-            self._remember_acked(sources, deliveries, letters)
+            self._remember_acked(sources, lost | {i for i, _ in letters})
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
-        for index, (stage, failure) in sorted(bad.items()):
+        for index, failure in sorted(bad.items()):
             if stop:
                 tp, message = sources[index]
                 self._cut(commit, tp, message.offset())
-                halt = halt or self._halt_reason(message, stage, failure)
+                halt = halt or self._halt_reason(message, "produce", failure)
                 continue
-            letter = await self._dead_letter(sources[index][1], stage, failure)
-            letters.append((index, stage, failure, letter))
-        for index, _stage, _failure, letter in letters:
+            letters.append((index, await self._dead_letter(sources[index][1], "produce", failure)))
+        for index, letter in letters:
             outcome = await _outcome(letter)
             if outcome is None:
                 continue
             if isinstance(outcome, ProduceError) and not outcome.record_error:
-                self._remember_acked(sources, deliveries, letters)
+                self._remember_acked(sources, lost | {i for i, _ in letters})
                 raise RetriableError(f"dead letter failed: {outcome}") from outcome
             # A dead letter that cannot be written at all: halt before its record.
             tp, message = sources[index]
@@ -247,7 +238,7 @@ class TransformPipeline(ConsumerPipeline):
             halt = halt or self._halt_reason(message, "dead-letter", outcome)
 
         self._acked = {}
-        self.status.produced += produced
+        self.status.produced += len(outputs) - len(lost)
         self.status.filtered += filtered
         if halt is not None:
             halt.commit = commit
@@ -261,21 +252,11 @@ class TransformPipeline(ConsumerPipeline):
             commit[tp] = offset
 
     def _remember_acked(
-        self,
-        sources: list[tuple[TopicPartition, Any]],
-        deliveries: DeliveryBatch,
-        letters: list[tuple[int, str, BaseException, asyncio.Future[Any] | None]],
+        self, sources: list[tuple[TopicPartition, Any]], not_done: set[int]
     ) -> None:
-        not_done = {index for index, _error in deliveries.failures}
-        not_done |= {index for index, left in deliveries.left.items() if left > 0}
-        not_done |= {
-            index
-            for index, _stage, _exc, letter in letters
-            if letter is None or not letter.done() or letter.cancelled() or letter.exception()
-        }
+        """Before a retry: the records whose every output (or dead letter) is acknowledged."""
         for index, (tp, message) in enumerate(sources):
             if index not in not_done:
-                # Dead-lettered records whose letter was written count as done too.
                 self._acked.setdefault(tp, set()).add(message.offset())
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -323,17 +304,20 @@ class TransformPipeline(ConsumerPipeline):
             return failed
 
 
-class _Ack:
-    """The delivery callback of one source record's outputs (no closure per output)."""
+def _source_of(msg: Any, outputs: list[tuple[int, OutRecord]], taken: set[int]) -> int:
+    """The source index of a failed output, matched by its bytes (failures are rare).
 
-    __slots__ = ("ack", "index")
-
-    def __init__(self, ack: Any, index: int) -> None:
-        self.ack = ack
-        self.index = index
-
-    def __call__(self, err: KafkaError | None, msg: Any) -> None:
-        self.ack(self.index, err, msg)
+    Byte-identical outputs (same key, value and headers) are interchangeable: which
+    one is marked failed changes nothing in the target topic.
+    """
+    key, value, headers = msg.key(), msg.value(), msg.headers() or []
+    fallback = -1
+    for index, out in outputs:
+        if out.key == key and out.value == value and (out.headers or []) == headers:
+            if index not in taken:
+                return index
+            fallback = index
+    return fallback
 
 
 def _produce_error(exc: BaseException, topic: str) -> BaseException:
