@@ -97,6 +97,11 @@ class Sink(Generic[ConfigT]):
             return
         raise RetriableError("the pipeline is stopping")
 
+    @property
+    def records_per_write(self) -> int:
+        """Most records handed to one ``write`` (the pipeline slices a flush by it)."""
+        return self.config.batch_size
+
     async def open(self) -> None:
         """Connect; called once before the first write."""
 
@@ -251,7 +256,7 @@ class SinkPipeline(ConsumerPipeline):
 
     async def _write(self, records: list[Any], commit: Commit) -> Commit:
         """Write in ``batch_size`` slices, route the rejected records; the offsets to commit."""
-        size = self.config.batch_size
+        size = self.sink.records_per_write
         halt = self.halts_on_failure()
         flushed = set(commit)
         failures: list[RecordFailure] = []
