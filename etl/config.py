@@ -161,6 +161,8 @@ class PluginConfigBase(BaseModel):
     start_offset: StartOffset = "latest"
     #: Failure policy of this pipeline; unset = ``errors.policy``.
     on_error: ErrorPolicy | None = None
+    #: This pipeline's dead-letter topic; unset = ``errors.dead_letter_topic``.
+    dead_letter_topic: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
 class SinkConfigBase(PluginConfigBase):
@@ -168,8 +170,9 @@ class SinkConfigBase(PluginConfigBase):
 
     A record the sink rejects (bad JSON, wrong type, constraint violation) goes,
     as the documents say: to ``runtime_error_topic`` when set; else dropped with a
-    log line when ``skip_error`` is true; else to the dead-letter topic when this
-    sink's ``on_error`` is ``continue``; else the sink stops before that record.
+    log line when ``skip_error`` is true; else to the dead-letter topic (this sink's
+    ``dead_letter_topic``, else ``errors.dead_letter_topic``) when this sink's
+    ``on_error`` is ``continue``; else the sink stops before that record.
     """
 
     topics: list[str] = Field(min_length=1)

@@ -64,16 +64,7 @@ class PipelineSupervisor(Service):
         self.add_future(self._publish_status_forever())
         await wait_for_broker(settings.kafka)
         self.broker_ready.set()
-        try:
-            await ensure_dead_letter_topic(settings)
-        except Exception as exc:
-            # Not fatal for the worker: the pipelines still start; one that needs the
-            # topic and cannot write a dead letter halts before that message.
-            log.error(
-                "cannot create the dead-letter topic topic=%s error=%r",
-                settings.errors.dead_letter_topic,
-                self.redact(describe_error(exc)),
-            )
+        await self._ensure_dead_letter_topic(settings.errors.dead_letter_topic)
         specs, errors = discover_transforms(settings.transforms_dir)
         for error in errors:
             self.report_load_error(error)
@@ -107,9 +98,23 @@ class PipelineSupervisor(Service):
         status.fail(State.LOAD_ERROR, str(error))
         self.load_errors[error.path] = status
 
+    async def _ensure_dead_letter_topic(self, topic: str) -> None:
+        try:
+            await ensure_dead_letter_topic(self.settings, topic)
+        except Exception as exc:
+            # Not fatal for the worker: the pipelines still start; one that needs the
+            # topic and cannot write a dead letter halts before that message.
+            log.error(
+                "cannot create the dead-letter topic topic=%s error=%r",
+                topic,
+                self.redact(describe_error(exc)),
+            )
+
     async def start_transform(self, spec: TransformSpec) -> TransformPipeline:
         """Start a pipeline for a loaded transform."""
         self.load_errors.pop(str(spec.path), None)
+        if spec.dead_letter_topic:
+            await self._ensure_dead_letter_topic(spec.dead_letter_topic)
         pipeline = TransformPipeline(
             spec, settings=self.settings, redact=self.redact, loop=self.loop, beacon=self.beacon
         )

@@ -97,6 +97,11 @@ class Sink(Generic[ConfigT]):
             return
         raise RetriableError("the pipeline is stopping")
 
+    @property
+    def records_per_write(self) -> int:
+        """Most records handed to one ``write`` (the pipeline slices a flush by it)."""
+        return self.config.batch_size
+
     async def open(self) -> None:
         """Connect; called once before the first write."""
 
@@ -142,6 +147,12 @@ class SinkPipeline(ConsumerPipeline):
         self.config = config
         self.sink = self.sink_class(config, settings=settings, redact=redact)
         self.status.target = f"{config.type}:{config.name}"
+        #: Where rejected records go: the error topic, else the dead-letter topic.
+        self.status.dead_letter_topic = (
+            config.runtime_error_topic
+            or config.dead_letter_topic
+            or settings.errors.dead_letter_topic
+        )
         self.max_retries = config.max_retries
         self._buffers: dict[TopicPartition, _Buffer] = {}
         self.dead_letters: DeadLetterWriter | None = None
@@ -154,11 +165,12 @@ class SinkPipeline(ConsumerPipeline):
         await super().on_stop()
 
     async def setup(self) -> None:
-        errors_topic = self.config.runtime_error_topic or self.settings.errors.dead_letter_topic
-        self.dead_letters = DeadLetterWriter(self.producer, errors_topic, self.redact)
-        wanted = {
-            self.settings.errors.dead_letter_topic: self.settings.errors.dead_letter_partitions
-        }
+        errors = self.settings.errors
+        dead_letter_topic = self.config.dead_letter_topic or errors.dead_letter_topic
+        self.dead_letters = DeadLetterWriter(
+            self.producer, self.status.dead_letter_topic, self.redact
+        )
+        wanted = {dead_letter_topic: errors.dead_letter_partitions}
         if self.config.runtime_error_topic:
             wanted[self.config.runtime_error_topic] = 1
         await ensure_topics(self.settings.kafka, wanted)
@@ -251,7 +263,7 @@ class SinkPipeline(ConsumerPipeline):
 
     async def _write(self, records: list[Any], commit: Commit) -> Commit:
         """Write in ``batch_size`` slices, route the rejected records; the offsets to commit."""
-        size = self.config.batch_size
+        size = self.sink.records_per_write
         halt = self.halts_on_failure()
         flushed = set(commit)
         failures: list[RecordFailure] = []

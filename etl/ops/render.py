@@ -35,6 +35,7 @@ def pipeline_table(snapshot: dict[str, Any]) -> Table:
         table.add_column(header)
     for header in ("IN/S", "OUT/S", "CONSUMED", "PRODUCED", "FILTERED", "DEAD-LETTERED", "LAG"):
         table.add_column(header, justify="right")
+    table.add_column("DEAD-LETTER TOPIC", overflow="fold", max_width=30)
     table.add_column("LAST ERROR", overflow="fold", max_width=60)
     for item in snapshot.get("pipelines", []):
         lag = total_lag(item)
@@ -49,6 +50,7 @@ def pipeline_table(snapshot: dict[str, Any]) -> Table:
             _num(item.get("filtered")),
             _num(item.get("dead_lettered")),
             _num(lag),
+            item.get("dead_letter_topic") or "-",
             Text(item.get("error") or "", style="red"),
         )
     return table

@@ -54,6 +54,8 @@ class PipelineStatus:
     produced: int = 0
     filtered: int = 0
     dead_lettered: int = 0
+    #: Where this pipeline's dead letters go (its own topic or ``errors.dead_letter_topic``).
+    dead_letter_topic: str = ""
     batches: int = 0
     last_batch_ms: float = 0.0
     started_at: float = field(default_factory=time.time)

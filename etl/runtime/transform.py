@@ -93,9 +93,9 @@ class TransformPipeline(ConsumerPipeline):
 
     async def setup(self) -> None:
         kafka = self.settings.kafka
-        self.dead_letters = DeadLetterWriter(
-            self.producer, self.settings.errors.dead_letter_topic, self.redact
-        )
+        dead_letter_topic = self.spec.dead_letter_topic or self.settings.errors.dead_letter_topic
+        self.dead_letters = DeadLetterWriter(self.producer, dead_letter_topic, self.redact)
+        self.status.dead_letter_topic = dead_letter_topic
         existing = await topic_partitions(kafka, [self.spec.source_topic, self.spec.target_topic])
         wanted: dict[str, int] = {}
         source_parts = existing.get(self.spec.source_topic)
@@ -357,8 +357,9 @@ def user_code_location(exc: BaseException, path: str) -> str | None:
     return where
 
 
-async def ensure_dead_letter_topic(settings: Any) -> None:
-    """Create the dead-letter topic if it is missing."""
+async def ensure_dead_letter_topic(settings: Any, topic: str | None = None) -> None:
+    """Create the dead-letter topic (``topic``, else ``errors.dead_letter_topic``) if missing."""
     await ensure_topics(
-        settings.kafka, {settings.errors.dead_letter_topic: settings.errors.dead_letter_partitions}
+        settings.kafka,
+        {topic or settings.errors.dead_letter_topic: settings.errors.dead_letter_partitions},
     )

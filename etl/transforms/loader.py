@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import traceback
 import types
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from typing import Any
 from etl.errors import TransformLoadError
 
 START_OFFSETS = ("earliest", "latest")
+#: Kafka's legal topic names.
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+TOPIC_NAME = re.compile(TOPIC_PATTERN)
 POLICIES = ("continue", "stop")
 
 
@@ -35,6 +39,8 @@ class TransformSpec:
     start_offset: str = "latest"
     on_error: str | None = None
     target_partitions: int | None = None
+    #: This transform's dead-letter topic (``DEAD_LETTER_TOPIC``); None = ``errors.dead_letter_topic``.
+    dead_letter_topic: str | None = None
     #: Short hash of what was loaded (file text, or rendered template), logged as the version.
     version: str = ""
     origin: str = "python"
@@ -47,6 +53,7 @@ class TransformSpec:
             and self.target_topic == other.target_topic
             and self.start_offset == other.start_offset
             and self.target_partitions == other.target_partitions
+            and self.dead_letter_topic == other.dead_letter_topic
         )
 
 
@@ -156,6 +163,17 @@ def compile_transform(
         problems.append(
             ("TARGET_PARTITIONS must be a positive int", lines.get("TARGET_PARTITIONS"))
         )
+    dead_letter_topic = setting("DEAD_LETTER_TOPIC")
+    if dead_letter_topic is not None:
+        line = lines.get("DEAD_LETTER_TOPIC")
+        if not isinstance(dead_letter_topic, str) or not TOPIC_NAME.match(dead_letter_topic):
+            problems.append(
+                (f"DEAD_LETTER_TOPIC {dead_letter_topic!r} is not a Kafka topic name", line)
+            )
+        elif dead_letter_topic in (source_topic, target_topic):
+            problems.append(
+                (f"DEAD_LETTER_TOPIC {dead_letter_topic!r} must differ from the topics", line)
+            )
     if problems:
         message = "; ".join(text for text, _ in problems)
         line = next((ln for _, ln in problems if ln), None)
@@ -170,6 +188,7 @@ def compile_transform(
         start_offset=start_offset,
         on_error=on_error,
         target_partitions=partitions,
+        dead_letter_topic=dead_letter_topic,
         version=content_version(source),
         origin=origin,
     )

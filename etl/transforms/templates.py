@@ -27,7 +27,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from etl.errors import TransformLoadError
-from etl.transforms.loader import LOADERS, TransformSpec, compile_transform, content_version
+from etl.transforms.loader import (
+    LOADERS,
+    TOPIC_PATTERN,
+    TransformSpec,
+    compile_transform,
+    content_version,
+)
 from etl.transforms.template_params import (
     AddPrefixSuffixParams,
     FilterPrefixSuffixParams,
@@ -172,6 +178,7 @@ def render_template(
     start_offset: str = "latest",
     on_error: str | None = None,
     target_partitions: int | None = None,
+    dead_letter_topic: str | None = None,
     origin: str = "",
 ) -> str:
     """Python source of the transform ``name`` renders to (params validated first)."""
@@ -186,15 +193,12 @@ def render_template(
         start_offset=start_offset,
         on_error=on_error,
         target_partitions=target_partitions,
+        dead_letter_topic=dead_letter_topic,
         params=model.render_context(),
     )
 
 
 # ---- transforms/*.yaml ----------------------------------------------------------------
-
-
-#: Kafka's legal topic names.
-TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
 
 
 class TemplateFile(BaseModel):
@@ -209,6 +213,8 @@ class TemplateFile(BaseModel):
     start_offset: str = Field(default="latest", pattern="^(earliest|latest)$")
     on_error: str | None = Field(default=None, pattern="^(continue|stop)$")
     target_partitions: int | None = Field(default=None, ge=1)
+    #: This transform's dead-letter topic; unset = ``errors.dead_letter_topic``.
+    dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
 
 
 Loc = tuple[str | int, ...]
@@ -335,6 +341,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
         start_offset=spec_file.start_offset,
         on_error=spec_file.on_error,
         target_partitions=spec_file.target_partitions,
+        dead_letter_topic=spec_file.dead_letter_topic,
         origin=path.name,
     )
     spec = compile_transform(source, path, origin=f"template:{template.name}")

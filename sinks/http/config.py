@@ -21,9 +21,12 @@ class HttpSinkConfig(SinkConfigBase):
     Records are sent in batches of at most ``batch_size``, cut further so that a
     request stays within the ``send_mode``'s limit (async 128 KB, sync 6 MB); a
     message that alone exceeds it is sent by itself without its value and with
-    ``overflowFlag: true``. 429 and 5xx answers are retried ``retries`` times with
-    backoff; then, like any other 4xx, the batch's records go to the error rules
-    (the dead-letter topic under ``on_error: continue``).
+    ``overflowFlag: true``. 429 and 5xx answers, timeouts and refused connections
+    are retried ``retries`` times with backoff; then, like any other 4xx, the
+    batch's records go to the error rules (the dead-letter topic under
+    ``on_error: continue``). ``on_unreachable: retry`` instead retries a timeout or
+    refused connection until the endpoint answers. Under ``send_mode: async`` up to
+    ``max_in_flight`` requests are open at once.
     """
 
     #: The endpoint (``https://...``); exactly one of ``url`` and ``callable``.
@@ -36,8 +39,16 @@ class HttpSinkConfig(SinkConfigBase):
     batch_size: int = Field(default=20, ge=1, le=5000)
     #: ``async``: request limit 128 KB; ``sync``: 6 MB (the documents' function sink).
     send_mode: Literal["async", "sync"] = "async"
-    #: Retries of a 429 or 5xx answer (1-3) before the records are dead-lettered.
+    #: Retries of a 429 or 5xx answer, timeout or refused connection (1-3) before the
+    #: records are dead-lettered.
     retries: int = Field(default=2, ge=1, le=3)
+    #: A request that times out or cannot connect: ``dead_letter`` counts it as a failed
+    #: attempt like a 5xx (the documents); ``retry`` retries the batch until the endpoint
+    #: answers (or ``max_retries``), committing nothing meanwhile.
+    on_unreachable: Literal["dead_letter", "retry"] = "dead_letter"
+    #: ``async`` only: requests open at once; the offsets are committed after all of a
+    #: flush's requests are answered. 1 keeps a partition's records in order.
+    max_in_flight: int = Field(default=1, ge=1, le=64)
     #: Extra request headers (not secret; put credentials in ``auth_token``).
     headers: dict[str, str] = Field(default_factory=dict)
     #: Sent as the ``auth_header`` header, e.g. ``Bearer abc``; never logged.
@@ -75,6 +86,8 @@ class HttpSinkConfig(SinkConfigBase):
     def _one_target(self) -> HttpSinkConfig:
         if (self.url is None) == (self.callable is None):
             raise ValueError("set exactly one of url and callable")
+        if self.max_in_flight > 1 and self.send_mode == "sync":
+            raise ValueError("max_in_flight above 1 needs send_mode async (sync waits for each)")
         return self
 
     @property

@@ -2,13 +2,21 @@
 POSTed as a JSON list to a URL, or handed to a Python callable.
 
 Delivery per request: a 2xx answer (or a callable that returns) delivers it; a
-429 or 5xx answer (or a callable raising ``RetriableError``, ``ConnectionError``
-or ``TimeoutError``) is retried ``retries`` times with exponential backoff
-(``Retry-After`` is honoured); after that, or at once for any other answer, the
-request's records are rejected and go to the error rules (dead-letter topic).
-A connection that cannot be made at all is a :class:`RetriableError` of the
-whole batch: the pipeline waits and retries and commits nothing meanwhile; the
-requests of that batch that were already answered are not sent again.
+429 or 5xx answer, a timeout or a refused connection (or a callable raising
+``RetriableError``, ``ConnectionError`` or ``TimeoutError``) is retried
+``retries`` times with exponential backoff (``Retry-After`` is honoured); after
+that, or at once for any other answer, the request's records are rejected and
+go to the error rules (dead-letter topic), as the documents say.
+
+With ``on_unreachable: retry`` a timeout or refused connection (and a TLS
+certificate that does not verify, always: that is a setup problem, not a
+record's) is instead a :class:`RetriableError` of the whole batch: the pipeline
+waits and retries and commits nothing meanwhile; the requests of that batch that
+were already answered are not sent again.
+
+Under ``send_mode: async`` with ``max_in_flight`` above 1, the requests of a
+flush are sent up to ``max_in_flight`` at a time without waiting for each
+answer; the pipeline commits the flush's offsets once every one is answered.
 """
 
 from __future__ import annotations
@@ -43,8 +51,9 @@ class DeliveryError(RecordError):
         self.status = status
 
 
-def plan_requests(prepared: list[Prepared], limit: int) -> list[list[Prepared]]:
-    """Cut prepared messages, in order, into requests whose JSON list fits ``limit`` bytes.
+def plan_requests(prepared: list[Prepared], limit: int, most: int) -> list[list[Prepared]]:
+    """Cut prepared messages, in order, into requests of at most ``most`` messages whose
+    JSON list fits ``limit`` bytes.
 
     A message that alone does not fit is sent by itself without its value and
     with ``overflowFlag`` true (the receiver fetches it by offset if it needs it).
@@ -62,7 +71,7 @@ def plan_requests(prepared: list[Prepared], limit: int) -> list[list[Prepared]]:
             requests.append([(record, overflow, encode_message(overflow))])
             continue
         extra = len(body) + (1 if current else 0)
-        if current and size + extra > limit:
+        if current and (size + extra > limit or len(current) >= most):
             requests.append(current)
             current, size = [], 2
             extra = len(body)
@@ -139,6 +148,11 @@ class HttpSink(Sink[HttpSinkConfig]):
             await client.aclose()
 
     @property
+    def records_per_write(self) -> int:
+        """A write holds the requests that may be open at once."""
+        return self.config.batch_size * self.config.max_in_flight
+
+    @property
     def target(self) -> str:
         """The URL or callable, for messages (credentials redacted)."""
         return self.redact(self.config.url or f"callable {self.config.callable}")
@@ -162,20 +176,54 @@ class HttpSink(Sink[HttpSinkConfig]):
         halt_at: dict[tuple[str, int], int] = {}
         if halt:
             _note_rejected(halt_at, [f.record for f in failures])
-        for request in plan_requests(prepared, self.config.request_limit):
-            if halt_at:
-                request = [item for item in request if not _beyond(halt_at, item[0])]
-                if not request:
-                    continue
-            error = await self._deliver(request)
-            if error is None:
-                self._delivered.update((r.topic, r.partition, r.offset) for r, _m, _b in request)
-                continue
-            failures.extend(RecordFailure(record, error) for record, _m, _b in request)
-            if halt:
-                _note_rejected(halt_at, [record for record, _m, _b in request])
+        requests = plan_requests(prepared, self.config.request_limit, self.config.batch_size)
+        if halt or self.config.max_in_flight == 1 or len(requests) == 1:
+            for request in requests:
+                if halt_at:
+                    request = [item for item in request if not _beyond(halt_at, item[0])]
+                    if not request:
+                        continue
+                error = await self._deliver(request)
+                self._settle(request, error, failures)
+                if error is not None and halt:
+                    _note_rejected(halt_at, [record for record, _m, _b in request])
+        else:
+            await self._deliver_at_once(requests, failures)
         self._delivered.clear()
         return failures
+
+    def _settle(
+        self, request: list[Prepared], error: BaseException | None, failures: list[RecordFailure]
+    ) -> None:
+        """Note an answered request: delivered, or its records rejected with ``error``."""
+        if error is None:
+            self._delivered.update((r.topic, r.partition, r.offset) for r, _m, _b in request)
+        else:
+            failures.extend(RecordFailure(record, error) for record, _m, _b in request)
+
+    async def _deliver_at_once(
+        self, requests: list[list[Prepared]], failures: list[RecordFailure]
+    ) -> None:
+        """Send up to ``max_in_flight`` requests at a time; wait for every answer.
+
+        A request that raises (the batch is to be retried, or cannot be) does not stop
+        the others: the answered ones are noted, so the retry does not send them again.
+        """
+        gate = asyncio.Semaphore(self.config.max_in_flight)
+
+        async def send(request: list[Prepared]) -> tuple[BaseException | None]:
+            async with gate:
+                return (await self._deliver(request),)
+
+        results = await asyncio.gather(*map(send, requests), return_exceptions=True)
+        raised: BaseException | None = None
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, tuple):
+                self._settle(request, result[0], failures)
+            elif raised is None:
+                raised = result
+        if raised is not None:
+            raise raised
 
     async def _deliver(self, request: list[Prepared]) -> BaseException | None:
         """Send one request with the 429/5xx retries; the error that rejects it, or None."""
@@ -216,7 +264,13 @@ class HttpSink(Sink[HttpSinkConfig]):
         try:
             response = await self.client.post(self.config.url, content=body)
         except httpx.TransportError as exc:
-            raise RetriableError(f"POST {self.target} failed: {type(exc).__name__}: {exc}") from exc
+            text = f"POST {self.target} failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            if self.config.on_unreachable == "retry" or _certificate_refused(exc):
+                raise RetriableError(text) from exc
+            # The documents: a failed send is retried, then dead-lettered.
+            error = DeliveryError(text + (f" (after {attempt} retries)" if attempt else ""))
+            error.__cause__ = exc
+            return error, 0.0
         status = response.status_code
         if 200 <= status < 300:
             return None, None
@@ -243,10 +297,26 @@ class HttpSink(Sink[HttpSinkConfig]):
                 if inspect.isawaitable(result):
                     await _awaited(result)
         except _RETRYABLE_CALLABLE_ERRORS as exc:
+            if self.config.on_unreachable == "retry" and not isinstance(exc, RetriableError):
+                raise RetriableError(
+                    f"{self.target} failed: {type(exc).__name__}: {exc}".rstrip(": ")
+                ) from exc
             return exc, 0.0
         except Exception as exc:
             return exc, None
         return None, None
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """True when a connection failed on the server's TLS certificate (a setup problem)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _note_rejected(halt_at: dict[tuple[str, int], int], records: list[Any]) -> None:

@@ -3,9 +3,10 @@
 Document shapes (``document``):
 
 * ``envelope``: ``{"msg_body": {"key", "offset", "overflowFlag", "partition",
-  "timestamp", "topic", "value", "valueSize"}}``, the documents' export format;
-  key and value are UTF-8 text, ``valueSize`` is the value's length in bytes, and
-  ``overflowFlag`` is always false (the value is never cut);
+  "timestamp", "topic", "value", "valueSize"}}``, the documents' exported message
+  (:mod:`sinks.exported`, the same bytes the HTTP and object-store sinks send): key
+  and value are UTF-8 text, a null key is left out, ``valueSize`` is the value's
+  length in bytes, and ``overflowFlag`` is always false (the value is never cut);
 * ``value``: the record value, which must be a JSON object;
 * ``flatten``: the JSON object's fields plus ``topic``, ``partition``,
   ``offset``, ``key`` and ``timestamp`` (a value field with one of those names is
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.errors import RecordError
+from sinks.exported import export_json
 from sinks.opensearch.config import OpenSearchSinkConfig
 
 MAX_ID_BYTES = 512
@@ -131,20 +133,9 @@ class DocumentBuilder:
         shape = self.config.document
         value: bytes = record.value
         if shape == "envelope":
-            return _dumps(
-                {
-                    "msg_body": {
-                        "key": _text(record.key, "key"),
-                        "offset": record.offset,
-                        "overflowFlag": False,
-                        "partition": record.partition,
-                        "timestamp": record.timestamp,
-                        "topic": record.topic,
-                        "value": _text(value, "value"),
-                        "valueSize": len(value),
-                    }
-                }
-            ).encode()
+            # The exported message itself: a null key is left out, as in the HTTP and
+            # object-store sinks (the documents: "the request does not contain key").
+            return b'{"msg_body":' + export_json(record) + b"}"
         document = _json_object(value)
         if shape == "value":
             if b"\n" not in value and b"\r" not in value:

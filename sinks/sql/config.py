@@ -3,7 +3,8 @@
 The option names and values follow the documents: ``format`` TEXT/BINARY/CSV/JSON/FLATTEN,
 ``mode`` KEY/VALUE/DEFAULT, ``partition_window_type`` DAY/HOUR/MINUTE for the ``pt``
 column, the primary-key modes ``none``/``kafka``/``record_key``/``record_value`` with
-``pk_fields``, ``write_mode`` put/update and delete on a tombstone.
+``pk_fields``, ``write_mode`` put/update and the Tablestore ``delete_mode``
+none/row/column/row_and_column.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ Window = Literal["DAY", "HOUR", "MINUTE"]
 InsertMode = Literal["insert", "upsert", "update"]
 PkMode = Literal["none", "kafka", "record_key", "record_value"]
 WriteMode = Literal["put", "update"]
+DeleteMode = Literal["none", "row", "column", "row_and_column"]
 FixedColumn = Literal["topic", "partition", "offset", "pt"]
 
 #: The fixed columns, in the order the documents' tables show them.
@@ -101,8 +103,13 @@ class SqlSinkConfig(SinkConfigBase):
     pk_fields: list[str] = Field(default_factory=list, validate_default=True)
     #: ``put`` writes the whole row; ``update`` only the columns the record carries.
     write_mode: WriteMode = "put"
-    #: A record with a null value (tombstone) deletes the row of its key.
+    #: The older name of ``delete_mode: row``: a tombstone deletes the row of its key.
     delete_enabled: bool = Field(default=False, validate_default=True)
+    #: The documents' Tablestore delete modes: ``row`` (a tombstone deletes the row),
+    #: ``column`` (under ``write_mode: update`` a null field sets its column NULL instead
+    #: of being ignored), ``row_and_column`` (both), ``none``. Unset: ``row`` when
+    #: ``delete_enabled``, else ``none``.
+    delete_mode: DeleteMode = Field(default=None, validate_default=True)  # type: ignore[assignment]
     #: Create a missing table (and add missing declared columns); never drops or alters.
     auto_create: bool = False
     columns: list[ColumnSpec] = Field(default_factory=list, validate_default=True)
@@ -116,7 +123,9 @@ class SqlSinkConfig(SinkConfigBase):
     def _upper_names(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("insert_mode", "pk_mode", "write_mode", "partition_time", mode="before")
+    @field_validator(
+        "insert_mode", "pk_mode", "write_mode", "delete_mode", "partition_time", mode="before"
+    )
     @classmethod
     def _lower_names(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -196,6 +205,28 @@ class SqlSinkConfig(SinkConfigBase):
             raise ValueError("delete_enabled needs pk_mode record_key (the key names the row)")
         return value
 
+    @field_validator("delete_mode", mode="before")
+    @classmethod
+    def _default_delete_mode(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return "row" if info.data.get("delete_enabled") else "none"
+        return value
+
+    @field_validator("delete_mode")
+    @classmethod
+    def _delete_mode(cls, value: str, info: ValidationInfo) -> str:
+        enabled = info.data.get("delete_enabled", False)
+        if enabled and value not in ("row", "row_and_column"):
+            raise ValueError(
+                f"delete_enabled: true means delete_mode: row, not {value}; set only delete_mode"
+            )
+        if value != "none" and info.data.get("pk_mode") != "record_key":
+            raise ValueError(
+                f"delete_mode {value} needs pk_mode record_key (the key names the row), "
+                "as the documents' Tablestore sink"
+            )
+        return value
+
     @field_validator("columns")
     @classmethod
     def _columns(cls, value: list[ColumnSpec], info: ValidationInfo) -> list[ColumnSpec]:
@@ -222,6 +253,16 @@ class SqlSinkConfig(SinkConfigBase):
         return value
 
     # ---- derived --------------------------------------------------------------------
+
+    @property
+    def deletes_rows(self) -> bool:
+        """A tombstone deletes the row of its key."""
+        return self.delete_mode in ("row", "row_and_column")
+
+    @property
+    def ignores_nulls(self) -> bool:
+        """``write_mode: update`` leaves the column of a null field as it is (Tablestore)."""
+        return self.write_mode == "update" and self.delete_mode in ("none", "row")
 
     def data_side(self) -> Literal["KEY", "VALUE"]:
         """Which part of the record CSV/FLATTEN/JSON read (DEFAULT is TEXT/BINARY only)."""

@@ -83,6 +83,7 @@ class RowBuilder:
         self.attrs = [c for c in self.fixed if c != "pt"]
         self.with_pt = "pt" in self.fixed
         self.record_time = config.partition_time == "record"
+        self.ignore_nulls = config.ignores_nulls
         self._pt_cache: tuple[int, str] = (-1, "")
         self._plans: dict[str, _TablePlan] = {}
 
@@ -173,6 +174,7 @@ class RowBuilder:
             csv=csv_columns(config, table),
             pk=tuple(table.resolve(c) or c for c in self.pk_fields),
         )
+        plan.kept = frozenset(self.fixed) | frozenset(plan.pk)
         return plan
 
     def build(self, record: Any, table: TableInfo) -> RowOp:
@@ -181,7 +183,7 @@ class RowBuilder:
         plan = self._plans.get(table.name)
         if plan is None or plan.table is not table:
             plan = self._plan(table)
-        if record.value is None and config.delete_enabled:
+        if record.value is None and config.deletes_rows:
             pk = self._key_fields(record, table, {})
             return RowOp(record, table.name, pk, tuple(pk.values()), delete=True)
         fmt = config.format
@@ -205,6 +207,8 @@ class RowBuilder:
             values.update(self._key_fields(record, table, values))
         elif config.pk_mode == "record_value" and config.pk_fields:
             self._value_fields(record, table, values)
+        if self.ignore_nulls:
+            self._drop_nulls(values, plan, record)
         key: tuple[Any, ...] = ()
         if plan.pk:
             key = tuple(values.get(c) for c in plan.pk)
@@ -212,6 +216,22 @@ class RowBuilder:
                 missing = self.pk_fields[key.index(None)]
                 raise RecordError(f"primary-key column {missing!r} of {where(record)} is null")
         return RowOp(record, table.name, values, key)
+
+    def _drop_nulls(self, values: dict[str, Any], plan: _TablePlan, record: Any) -> None:
+        """``write_mode: update`` without column deletes: a null field is left out, so its
+        column keeps what it holds; a record whose fields are all null is rejected."""
+        kept = plan.kept
+        nulls = [c for c, v in values.items() if v is None and c not in kept]
+        if not nulls:
+            return
+        if len(nulls) == sum(1 for c in values if c not in kept):
+            raise RecordError(
+                f"every field of {where(record)} is null; write_mode update ignores null "
+                f"fields under delete_mode {self.config.delete_mode} (delete_mode column "
+                "sets them NULL)"
+            )
+        for column in nulls:
+            del values[column]
 
     def _csv(
         self, data: bytes | None, what: str, record: Any, plan: _TablePlan, values: dict[str, Any]
@@ -336,6 +356,8 @@ class _TablePlan:
     template: dict[str, None]
     csv: list[str]
     pk: tuple[str, ...]
+    #: Columns that are not the record's fields: fixed and primary-key columns.
+    kept: frozenset[str] = frozenset()
 
 
 def data_columns(config: SqlSinkConfig, table: TableInfo) -> list[str]:

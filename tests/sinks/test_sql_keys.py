@@ -149,6 +149,50 @@ async def test_tombstone_deletes_only_when_enabled(sql_target: SqlTarget) -> Non
     assert "is null; format FLATTEN needs a JSON object" in str(failures[0].error)
 
 
+async def test_tablestore_update_and_delete_modes(sql_target: SqlTarget) -> None:
+    """The documents' Tablestore rules (003_660b7a57af9440c3.txt, line 3175)."""
+
+    def rec(offset: int, key: int, data: str | None) -> Any:
+        return make_record("t", 0, offset, str(key), data)
+
+    start = [rec(0, 1, value(name="a", extra="x")), rec(1, 2, value(name="b", extra="y"))]
+    # update + none (or row): a null field is ignored; all fields null is a rejected record.
+    config = keyed(sql_target, write_mode="update", delete_mode="none")
+    assert await write(sql_target, config, start) == []
+    failures = await write(
+        sql_target,
+        config,
+        [rec(2, 1, value(name=None, extra="x2")), rec(3, 2, value(name=None, extra=None))],
+    )
+    assert [f.record.offset for f in failures] == [3]
+    assert "every field of t/0@3 is null" in str(failures[0].error)
+    assert sql_target.rows(config.table, "id", "name", "extra", order="id") == [
+        (1, "a", "x2"),
+        (2, "b", "y"),
+    ]
+    # update + column: a null field sets its column NULL; a tombstone deletes nothing.
+    column = keyed(sql_target, table=config.table, write_mode="update", delete_mode="column")
+    failures = await write(sql_target, column, [rec(4, 1, value(name=None)), rec(5, 2, None)])
+    assert [f.record.offset for f in failures] == [5]
+    assert sql_target.rows(config.table, "id", "name", "extra", order="id") == [
+        (1, None, "x2"),
+        (2, "b", "y"),
+    ]
+    # update + row_and_column: both.
+    both = keyed(sql_target, table=config.table, write_mode="update", delete_mode="row_and_column")
+    assert await write(sql_target, both, [rec(6, 1, None), rec(7, 2, value(extra=None))]) == []
+    assert sql_target.rows(config.table, "id", "name", "extra", order="id") == [(2, "b", None)]
+    # put + row: nulls overwrite (the whole row is written), a tombstone deletes the row.
+    put = keyed(sql_target, table=config.table, write_mode="put", delete_mode="row")
+    assert await write(sql_target, put, [rec(8, 2, value(name=None)), rec(9, 3, "{}")]) == []
+    assert sql_target.rows(config.table, "id", "name", "extra", order="id") == [
+        (2, None, None),
+        (3, None, None),
+    ]
+    assert await write(sql_target, put, [rec(10, 3, None)]) == []
+    assert sql_target.rows(config.table, "id", order="id") == [(2,)]
+
+
 async def test_insert_mode_rejects_a_duplicate_key(sql_target: SqlTarget) -> None:
     config = keyed(sql_target, insert_mode="insert")
     records = [

@@ -64,6 +64,11 @@ def test_bad_options_are_reported_by_path(tmp_path: Path) -> None:
         ({"pk_mode": "kafka", "fixed_columns": ["topic"]}, "needs the fixed columns"),
         ({"columns": [{"name": "x", "type": "INT; DROP TABLE y"}]}, "is not a column type"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"delete_mode": "column", "pk_mode": "kafka"}, "delete_mode column needs pk_mode"),
+        (
+            {"delete_enabled": True, "delete_mode": "column", "pk_mode": "record_key"},
+            "delete_enabled: true means delete_mode: row",
+        ),
         ({"auto_create": True, "pk_mode": "record_key", "pk_fields": ["id"]}, "in columns"),
     ],
 )

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,12 @@ class ScriptedServer:
     scheme: str = "http"
     script: list[int | tuple[int, dict[str, str], str]] = field(default_factory=list)
     default: int = 200
+    #: Seconds to wait before answering, per request in turn, then ``default_delay``.
+    delays: list[float] = field(default_factory=list)
+    default_delay: float = 0.0
+    #: Requests being answered right now, and the most there ever were at once.
+    open_now: int = 0
+    most_open: int = 0
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -60,8 +67,16 @@ class ScriptedServer:
     ) -> tuple[int, dict[str, str], str]:
         with self.lock:
             cue = self.script.pop(0) if self.script else self.default
-            status, extra, text = cue if isinstance(cue, tuple) else (cue, {}, "")
-            self.requests.append(Received(path, headers, body, status))
+            delay = self.delays.pop(0) if self.delays else self.default_delay
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        try:
+            time.sleep(delay)
+        finally:
+            with self.lock:
+                self.open_now -= 1
+                status, extra, text = cue if isinstance(cue, tuple) else (cue, {}, "")
+                self.requests.append(Received(path, headers, body, status))
         return status, extra, text
 
     def start(self, context: ssl.SSLContext | None = None) -> ScriptedServer:
@@ -76,8 +91,11 @@ class ScriptedServer:
                 for name, value in extra.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
 
             def log_message(self, *args: Any) -> None:
                 pass

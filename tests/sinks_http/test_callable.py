@@ -89,10 +89,17 @@ async def test_callable_gets_batches_of_messages(
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"retries": 2},  # two failed attempts, then delivered within the retries
+        {"retries": 1, "on_unreachable": "retry"},  # the batch waits beyond the retries
+    ],
+)
 async def test_callable_connection_errors_are_retried(
-    tmp_path: Path, kafka_bootstrap: str, uid: str
+    tmp_path: Path, kafka_bootstrap: str, uid: str, options: dict[str, Any]
 ) -> None:
-    module, pipeline = await run(tmp_path, kafka_bootstrap, uid, "flaky", 5, retries=2)
+    module, pipeline = await run(tmp_path, kafka_bootstrap, uid, "flaky", 5, **options)
     assert module.calls == 3 and [m["offset"] for m in module.received] == list(range(5))
     assert pipeline.status.dead_lettered == 0
 
@@ -151,6 +158,14 @@ async def test_unimportable_callable_fails_the_start_naming_it(
             "sinks[0].send_mode: Input should be 'async' or 'sync'",
         ),
         ({"url": "http://x", "headers": {"Bad Name": "x"}}, "invalid header name(s): 'Bad Name'"),
+        (
+            {"url": "http://x", "send_mode": "sync", "max_in_flight": 2},
+            "max_in_flight above 1 needs send_mode async",
+        ),
+        (
+            {"url": "http://x", "on_unreachable": "wait"},
+            "sinks[0].on_unreachable: Input should be 'dead_letter' or 'retry'",
+        ),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], problem: str) -> None:

@@ -92,13 +92,28 @@ async def test_429_and_5xx_are_retried_with_backoff(
     assert [m["offset"] for m in http_server.delivered()] == list(range(5))
 
 
-async def test_5xx_after_the_retries_goes_to_the_dead_letter_topic(
-    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+@pytest.mark.parametrize(
+    ("delay", "failure"),
+    [
+        (0.0, "answered 503"),
+        # The documents (003_660b7a57af9440c3.txt, line 2150): retries, then the dead-letter
+        # topic, for a request that never gets an answer too: it must not block the sink.
+        (2.0, "ReadTimeout"),
+    ],
+)
+async def test_failures_after_the_retries_go_to_the_dead_letter_topic(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    uid: str,
+    http_server: ScriptedServer,
+    delay: float,
+    failure: str,
 ) -> None:
     topic = f"dead-{uid}"
     http_server.script = [500, 502, 503]  # the first request and both retries fail
+    http_server.delays = [delay] * 3  # (or time out: the client waits 0.3 s)
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(8)])
-    config = http_config(uid, topic, http_server.url, retries=2, batch_size=4)
+    config = http_config(uid, topic, http_server.url, retries=2, batch_size=4, timeout_seconds=0.3)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(lambda: len(http_server.delivered()) == 4, pipeline=pipeline, what="rest")
@@ -108,7 +123,7 @@ async def test_5xx_after_the_retries_goes_to_the_dead_letter_topic(
     assert [(r.key, r.value) for r in dead] == [(b"k%d" % i, b"v%d" % i) for i in range(4)]
     headers = {k: v.decode() for k, v in dead[0].headers}
     assert headers["etl.stage"] == "sink"
-    assert "answered 503" in headers["etl.exception.message"]
+    assert failure in headers["etl.exception.message"]
     assert "after 2 retries" in headers["etl.exception.message"]
 
 
@@ -181,13 +196,13 @@ async def test_oversize_messages(
     assert delivered[15]["value"] == big.decode() and delivered[15]["overflowFlag"] is False
 
 
-async def test_endpoint_down_retries_without_loss(
+async def test_endpoint_down_with_on_unreachable_retry_waits_without_loss(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
     topic = f"down-{uid}"
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(10)])
     server = ScriptedServer(free_port())
-    config = http_config(uid, topic, server.url, retry_backoff_max_ms=200)
+    config = http_config(uid, topic, server.url, retry_backoff_max_ms=200, on_unreachable="retry")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(
@@ -200,6 +215,51 @@ async def test_endpoint_down_retries_without_loss(
         finally:
             server.stop()
     assert [m["offset"] for m in server.delivered()] == list(range(10))
+    assert pipeline.status.dead_lettered == 0
+
+
+async def test_refused_connections_are_failed_attempts_then_dead_letters(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    topic = f"refused-{uid}"
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(3)])
+    config = http_config(uid, topic, f"http://127.0.0.1:{free_port()}/x", retries=1)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(lambda: pipeline.status.dead_lettered == 3, what="dead letters")
+        await wait_until(
+            lambda: pipeline.status.partitions[f"{topic}/0"].committed == 3, what="committed"
+        )
+    dead = await read_all(kafka_bootstrap, f"dlq-{uid}")
+    assert [r.value for r in dead] == [b"v0", b"v1", b"v2"]
+    assert "ConnectError" in dict(dead[0].headers)["etl.exception.message"].decode()
+
+
+async def test_async_mode_keeps_requests_open_and_commits_in_order(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, http_server: ScriptedServer
+) -> None:
+    topic = f"inflight-{uid}"
+    http_server.default_delay = 0.3
+    http_server.script = [200, 503]  # one request of the first flush is retried
+    await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(120)])
+    config = http_config(uid, topic, http_server.url, batch_size=10, max_in_flight=4)
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    seen: list[int] = []
+
+    def committed_only_what_was_answered() -> bool:
+        committed = pipeline.status.partitions.get(f"{topic}/0")
+        mark = (committed.committed if committed else None) or 0
+        answered = {m["offset"] for m in http_server.delivered()}
+        assert set(range(mark)) <= answered, f"offset {mark} committed before its answers"
+        assert not seen or mark >= seen[-1], "commits go forward"
+        seen.append(mark)
+        return mark == 120
+
+    async with running(HttpSinkPipeline, config, settings) as pipeline:
+        await wait_until(committed_only_what_was_answered, pipeline=pipeline, what="120 committed")
+    offsets = [m["offset"] for m in http_server.delivered()]
+    assert sorted(offsets) == list(range(120)), "every record exactly once"
+    assert http_server.most_open >= 3, f"at most {http_server.most_open} request(s) open at once"
     assert pipeline.status.dead_lettered == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from etl.config import validate_plugin
 from etl.errors import RecordError
 from etl.plugins import Plugin, register
+from sinks.exported import exported_message
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import DocumentBuilder
 from sinks.opensearch.index_template import IndexTemplate
@@ -138,6 +139,18 @@ def test_envelope_is_the_msg_body_of_the_documents() -> None:
     }
 
 
+@pytest.mark.parametrize("key", [None, b"k"])
+def test_envelope_and_exported_message_agree_on_the_key(key: bytes | None) -> None:
+    # The documents: a null key is left out of the request (HTTP), the lines (object
+    # store) and so of the msg_body document too.
+    record = Record(key, b"v")
+    op = DocumentBuilder(config()).build(record)
+    assert op is not None
+    body = lines(op.body)[1]["msg_body"]
+    assert body == exported_message(record)
+    assert ("key" in body) is (key is not None)
+
+
 def test_value_and_flatten_shapes_and_upsert() -> None:
     value = json.dumps({"a": {"b": 1}}, indent=2).encode()
     op = DocumentBuilder(config(document="value", id="key")).build(Record(b"k1", value))
@@ -169,7 +182,7 @@ def test_value_and_flatten_shapes_and_upsert() -> None:
         ({"document": "value"}, Record(None, b"[1, 2]"), "JSON list"),
         ({"document": "value"}, Record(None, b"{oops"), "not JSON"),
         ({"document": "flatten"}, Record(None, b'{"offset": 1}'), "clash"),
-        ({}, Record(None, b"\xff\xfe"), "value is not valid UTF-8"),
+        ({}, Record(None, b"\xff\xfe"), "value of Orders/2@7 is not valid UTF-8"),
         ({"id": "key"}, Record(None, b"x"), "has no key"),
         ({"id": "key"}, Record(b"k" * 600, b"x"), "600 bytes"),
         ({"null_value": "fail"}, Record(b"k", None), "value is null"),

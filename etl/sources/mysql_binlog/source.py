@@ -94,6 +94,7 @@ class MySQLBinlogSource(Service):
             kind=self.kind,
             source=f"mysql://{self.server}/{config.database}",
             target=f"{config.topic_prefix}_*",
+            dead_letter_topic=config.dead_letter_topic or settings.errors.dead_letter_topic,
         )
         self.producer: Any = None
         self.reader: BinlogReader | None = None
@@ -252,6 +253,12 @@ class MySQLBinlogSource(Service):
             self.store = PositionStore(self.settings, self.name, self.server, self.producer)
             self.status.group_id = self.store.topic
             await self.store.ensure_topic()
+            if self.config.dead_letter_topic:
+                errors = self.settings.errors
+                await ensure_topics(
+                    self.settings.kafka,
+                    {self.config.dead_letter_topic: errors.dead_letter_partitions},
+                )
             saved = await self.store.load()
             plan = plan_start(
                 self.config,
@@ -370,9 +377,7 @@ class MySQLBinlogSource(Service):
     # ---- submitting batches -------------------------------------------------------------
 
     async def _pump(self, handoff: Handoff) -> None:
-        dead_letters = DeadLetterWriter(
-            self.producer, self.settings.errors.dead_letter_topic, self.redact
-        )
+        dead_letters = DeadLetterWriter(self.producer, self.status.dead_letter_topic, self.redact)
         halt: str | None = None
         idle = max(self.config.position_interval_ms / 1000, 0.2)
         while True:
