@@ -87,7 +87,7 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             self.redact(store.location),
             self.instance_id,
             self.config.format,
-            self.config.path_layout,
+            "lake" if self.config.lake else self.config.path_layout,
         )
 
     async def close(self) -> None:

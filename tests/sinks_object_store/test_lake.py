@@ -17,9 +17,18 @@ from etl.testing.kafka import create_topic, wait_count
 from etl.testing.worker import WorkerProcess
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.lake import LakeFormat, LakeLayout, LakeOptions, convert
+from sinks.object_store.sink import ObjectStoreSinkPipeline
 from sinks.object_store.store import LocalStore
-from tests.sinks_object_store.harness import produce_records, worker_config
+from tests.sinks_object_store.harness import (
+    produce_records,
+    running,
+    sink_settings,
+    wait_until,
+    worker_config,
+)
 from tests.sinks_object_store.test_local import meta_offsets, stamp, write_all
+from tests.sinks_object_store.test_s3 import bucket_objects, s3_config
+from tests.sinks_object_store.test_s3 import meta_offsets as s3_meta_offsets
 
 HOURS = [stamp("2026-12-01T12:10:00"), stamp("2026-12-01T13:20:00"), stamp("2026-12-01T14:30:00")]
 
@@ -176,6 +185,50 @@ async def test_inferred_schema_is_kept_across_restarts(tmp_path: Path) -> None:
         f"{tmp_path}/db/a_b/dt=2026-12-01/hr=12/o.parquet"
     )
     assert layout.meta_path("a-b", 0) == f"{tmp_path}/db/a_b/_meta/a-b/oss_meta_file_partition_0"
+
+
+@pytest.mark.kafka
+@pytest.mark.s3
+async def test_lake_in_s3(
+    tmp_path: Path, kafka_bootstrap: str, uid: str, s3_endpoint: str, s3_client: Any
+) -> None:
+    import pyarrow.parquet as pq
+
+    bucket = f"lake-{uid}"
+    s3_client.create_bucket(Bucket=bucket)
+    topic = f"s3.lake-{uid}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    await produce_records(
+        kafka_bootstrap, topic, ((None, order(i), 0, HOURS[i // 100]) for i in range(200))
+    )
+    config = s3_config(uid, topic, s3_endpoint, bucket, format="parquet", lake={"database": "db"})
+    settings = sink_settings(tmp_path, kafka_bootstrap, uid)
+    async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
+        await wait_until(
+            lambda: s3_meta_offsets(bucket_objects(s3_client, bucket)) == {0: 199},
+            pipeline=pipeline,
+            what="written",
+        )
+    objects = bucket_objects(s3_client, bucket)
+    table = f"archive/db/s3_lake_{uid}"
+    files = {k: v for k, v in objects.items() if k.endswith(".parquet")}
+    assert {k.rsplit("/", 1)[0] for k in files} == {
+        f"{table}/dt=2026-12-01/hr=12",
+        f"{table}/dt=2026-12-01/hr=13",
+    }
+    ids = sorted(
+        i for data in files.values() for i in pq.read_table(pa_input(data))["id"].to_pylist()
+    )
+    assert ids == list(range(200))
+    schema = json.loads(objects[f"{table}/_meta/schema.json"])
+    assert [c["type"] for c in schema["columns"]] == ["int64", "string", "float64", "bool"]
+    assert f"{table}/_meta/{topic}/oss_meta_file_partition_0" in objects
+
+
+def pa_input(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.BufferReader(data)
 
 
 def test_lake_options_are_checked() -> None:
