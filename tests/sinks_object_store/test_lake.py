@@ -194,14 +194,12 @@ async def test_lake_in_s3(
 ) -> None:
     import pyarrow.parquet as pq
 
-    bucket = f"lake-{uid}"
-    s3_client.create_bucket(Bucket=bucket)
-    topic = f"s3.lake-{uid}"
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_records(
-        kafka_bootstrap, topic, ((None, order(i), 0, HOURS[i // 100]) for i in range(200))
-    )
+    topic, bucket = f"s3.lake-{uid}", f"lake-{uid}"
     config = s3_config(uid, topic, s3_endpoint, bucket, format="parquet", lake={"database": "db"})
+    s3_client.create_bucket(Bucket=bucket)
+    await create_topic(kafka_bootstrap, topic, 1)
+    items = [(None, order(i), 0, HOURS[i // 100]) for i in range(200)]
+    await produce_records(kafka_bootstrap, topic, items)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
         await wait_until(
