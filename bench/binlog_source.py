@@ -101,6 +101,7 @@ async def our_source(
         topic_prefix=f"bench{run}",
         start=f"{start.file}:{start.pos}",
         server_id=5000 + run,
+        ssl=False,
     )
     source = MySQLBinlogSource(config, settings=settings)
     await source.start()

@@ -9,6 +9,7 @@ FULL row metadata).
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import pwd
 import shutil
@@ -16,6 +17,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +143,75 @@ class PostgresServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-class MariaDBServer:
-    """``mariadb-install-db`` + ``mariadbd`` with ROW binlog, root without password."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway CA and a server certificate it signed."""
 
-    def __init__(self, base: Path | None = None, server_id: int = 1) -> None:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(
+    directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> TlsFiles:
+    """A self-signed CA and a server certificate for ``hosts`` (IP addresses or names)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+
+    def build(subject: str, issuer: x509.Name | None, key: Any, signer: Any, ca: bool) -> Any:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names: list[x509.GeneralName] = []
+            for host in hosts:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                except ValueError:
+                    names.append(x509.DNSName(host))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("etl test CA", None, ca_key, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build(hosts[0], ca_cert.subject, key, ca_key, False)
+    files = TlsFiles(
+        directory / "ca.pem", directory / "server-cert.pem", directory / "server-key.pem"
+    )
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+class MariaDBServer:
+    """``mariadb-install-db`` + ``mariadbd`` with ROW binlog, root without password.
+
+    ``tls=True`` also serves TLS with a certificate of a throwaway CA (``tls_files.ca``).
+    """
+
+    def __init__(self, base: Path | None = None, server_id: int = 1, *, tls: bool = False) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="etl-mariadb-"))
         self.port = free_port()
         self.server_id = server_id
@@ -151,6 +219,7 @@ class MariaDBServer:
         self.host = "127.0.0.1"
         self.user = "root"
         self.password = ""
+        self.tls_files = make_tls_files(self.base / "tls") if tls else None
 
     @property
     def data(self) -> Path:
@@ -180,7 +249,14 @@ class MariaDBServer:
             "--sync-binlog=0",
             "--innodb-buffer-pool-size=64M",
             "--max-connections=200",
+            *self._tls_argv(),
         ]
+
+    def _tls_argv(self) -> list[str]:
+        files = self.tls_files
+        if files is None:
+            return []
+        return [f"--ssl-ca={files.ca}", f"--ssl-cert={files.cert}", f"--ssl-key={files.key}"]
 
     def start(self, timeout: float = 60) -> MariaDBServer:
         self.base.mkdir(parents=True, exist_ok=True)

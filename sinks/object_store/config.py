@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from etl.config import NAME_PATTERN, ErrorPolicy, SinkConfigBase, TimeZoneName
+from sinks.object_store.lake import LakeOptions
 
 MIB = 1024 * 1024
 
@@ -61,6 +62,8 @@ class ObjectStoreSinkConfig(SinkConfigBase):
     parquet_compression: Literal["none", "snappy", "gzip", "zstd", "lz4", "brotli"] = "snappy"
     #: fsync local files and their directory before the offsets are committed.
     fsync: bool = True
+    #: Table-per-topic Parquet lake with Hive-style time partitions (see sinks.object_store.lake).
+    lake: LakeOptions | None = None
 
     @model_validator(mode="after")
     def _derive_batching(self) -> ObjectStoreSinkConfig:
@@ -80,6 +83,20 @@ class ObjectStoreSinkConfig(SinkConfigBase):
             )
         self.batch_bytes = batch_bytes
         self.linger_ms = linger_ms
+        return self
+
+    @model_validator(mode="after")
+    def _check_lake(self) -> ObjectStoreSinkConfig:
+        if self.lake is None:
+            return self
+        if self.format != "parquet":
+            raise ValueError("lake: needs format: parquet")
+        unused = {"path_layout", "instance_id"} & self.model_fields_set
+        if unused:
+            raise ValueError(
+                f"{', '.join(sorted(unused))}: not used with lake "
+                "(objects go to [database/]table/; set lake.partition_by)"
+            )
         return self
 
     @property

@@ -21,6 +21,7 @@ from etl.errors import FatalError, RecordError
 from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_size
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.formats import ObjectFormat, ParquetFormat, make_format
+from sinks.object_store.lake import LakeFormat, LakeLayout
 from sinks.object_store.layout import PathLayout, data_object_name
 from sinks.object_store.meta import PartitionMeta, PendingObject
 from sinks.object_store.plan import plan_objects
@@ -41,6 +42,8 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         self.format: ObjectFormat = make_format(
             config.format, parquet_compression=config.parquet_compression
         )
+        if config.lake is not None:
+            self.format = LakeFormat(config.lake, config.parquet_compression, config.name)
         self._metas: dict[tuple[str, int], PartitionMeta] = {}
         #: Key+value bytes in and object bytes out of sampled records (the size trigger).
         self.sample_in = 0
@@ -63,20 +66,28 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             await store.close()
             raise
         self.store = store
-        self.layout = PathLayout(
-            store.root,
-            self.instance_id,
-            self.config.path_layout,
-            time_source=self.config.path_time,
-            timezone=self.config.timezone,
-        )
+        if self.config.lake is not None:
+            self.layout = LakeLayout(
+                store.root,
+                self.config.lake,
+                time_source=self.config.path_time,
+                timezone=self.config.timezone,
+            )
+        else:
+            self.layout = PathLayout(
+                store.root,
+                self.instance_id,
+                self.config.path_layout,
+                time_source=self.config.path_time,
+                timezone=self.config.timezone,
+            )
         self.log.info(
             "object store open sink=%s location=%s instance_id=%s format=%s layout=%s",
             self.config.name,
             self.redact(store.location),
             self.instance_id,
             self.config.format,
-            self.config.path_layout,
+            "lake" if self.config.lake else self.config.path_layout,
         )
 
     async def close(self) -> None:
@@ -118,6 +129,9 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             self._log_skipped(meta, len(records) - len(kept))
             records = kept
         failures: list[RecordFailure] = []
+        lake = self.format if isinstance(self.format, LakeFormat) else None
+        if lake is not None and records:
+            await lake.load(self.store, cast(LakeLayout, self.layout), topic)
         prepare = self.format.prepare
         try:
             payloads = [prepare(record) for record in records]
@@ -126,6 +140,9 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             good, payloads = self._prepare_one_by_one(records, failures, halt)
         if not good:
             return failures
+        if lake is not None:
+            # A new or changed table schema is saved before the files that use it.
+            await lake.save(self.store, cast(LakeLayout, self.layout), topic)
         sizes = self.format.sizes(good, payloads)
         # A sample is enough for the pipeline's output/input ratio.
         self.sample_in += sum(record_size(r) for r in good[:256])
@@ -202,7 +219,7 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
             )
 
     async def _encode(self, payloads: list[Any]) -> bytes:
-        if isinstance(self.format, ParquetFormat):
+        if isinstance(self.format, ParquetFormat | LakeFormat):
             # Parquet encoding and compression take a while and release the GIL.
             return await asyncio.to_thread(self.format.encode, payloads)
         return self.format.encode(payloads)

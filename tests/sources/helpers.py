@@ -76,6 +76,8 @@ def source_options(
         "database": database,
         "topic_prefix": f"t{uid}",
         "server_id": 1000 + int(uid[:6], 16) % 100000,
+        # The session's server has no TLS (the TLS tests start their own).
+        "ssl": False,
     }
     options.update(overrides)
     return options

@@ -59,7 +59,7 @@ def test_config_reads_the_documents_table_list_and_defaults() -> None:
         config.effective_server_id
         == MySQLBinlogSourceConfig.model_validate({**BASE, "tables": "x"}).effective_server_id
     )  # stable: derived from the name
-    assert not config.uses_tls
+    assert config.uses_tls  # verified TLS unless ssl: false
 
 
 def test_config_start_and_snapshot_forms() -> None:

@@ -53,8 +53,8 @@ class MySQLBinlogSourceConfig(SourceConfigBase):
     #: Partitions of a created topic for a table with a primary key, and without one.
     partitions_with_primary_key: int = Field(default=6, ge=1)
     partitions_without_primary_key: int = Field(default=1, ge=1)
-    #: TLS to the server: on when ``ssl`` is true or any ``ssl_*`` file is set.
-    ssl: bool = False
+    #: TLS to the server, its certificate verified (``false``: no TLS, a trusted network only).
+    ssl: bool = True
     #: CA bundle (PEM) that signed the server's certificate; default: the system's CAs.
     ssl_ca: Path | None = None
     ssl_cert: Path | None = None
@@ -125,9 +125,12 @@ class MySQLBinlogSourceConfig(SourceConfigBase):
     def _check_selection(self) -> MySQLBinlogSourceConfig:
         if not self.tables and not self.table_regex:
             raise ValueError("set tables, table_regex or both: no table would be published")
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+        files = [name for name in ("ssl_ca", "ssl_cert", "ssl_key") if getattr(self, name)]
+        if files and not self.ssl:
+            raise ValueError(f"{', '.join(files)}: set, but ssl is false (TLS off)")
+        for name in files:
             path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
+            if not Path(path).is_file():
                 raise ValueError(f"{name}: file not found: {path}")
         return self
 
@@ -142,8 +145,8 @@ class MySQLBinlogSourceConfig(SourceConfigBase):
 
     @property
     def uses_tls(self) -> bool:
-        """True when the connection to the server is encrypted."""
-        return bool(self.ssl or self.ssl_ca or self.ssl_cert or self.ssl_key)
+        """True when the connection to the server is encrypted (and verified)."""
+        return self.ssl
 
     def start_file_position(self) -> tuple[str, int] | None:
         """``(file, position)`` when ``start`` is ``<file>:<position>``."""

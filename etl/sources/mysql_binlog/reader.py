@@ -48,6 +48,7 @@ from etl.sources.mysql_binlog.db import (
     BINLOG_GONE_CODE,
     connection_settings,
     error_code,
+    open_connection,
 )
 from etl.sources.mysql_binlog.ddl import is_dml, parse_ddl
 from etl.sources.mysql_binlog.envelope import DELETE, INSERT, UPDATE, timestamp_part
@@ -226,7 +227,7 @@ class BinlogReader:
         # aborting, so that an abort is never undone by a reconnect.
         if self._abort.is_set():
             raise _Stopped
-        conn = pymysql.connect(**settings)
+        conn = open_connection(self.config, settings)
         self._connections = [c for c in self._connections if c.open] + [conn]
         return conn
 
