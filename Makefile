@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint bench clean
+.PHONY: run test install install-test lint bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
+# The worker against bare librdkafka and aiokafka loops (and Quix Streams and
+# bytewax when `make bench-peers` made their environment).
 bench: install-test
-	$(BIN)/python -m bench.transform_throughput
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m bench.worker_throughput
+
+bench-peers:
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet -r bench/peers/requirements.txt
 
 clean:
-	rm -rf $(VENV) .etl-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .etl-data .pytest_cache .mypy_cache .ruff_cache

@@ -69,14 +69,24 @@ def record_to_message(record: Any) -> dict[str, Any]:
 
 def native_to_message(message: Any) -> dict[str, Any]:
     """The message dict for one librdkafka message (raises RecordError on bad UTF-8)."""
+    key = message.key()
+    value = message.value()
+    headers = message.headers()
+    try:
+        # Inlined (this runs for every record): str.decode's default is UTF-8.
+        text_key = None if key is None else key.decode()
+        text_value = None if value is None else value.decode()
+    except UnicodeDecodeError:
+        text_key = _decode(key, "key")
+        text_value = _decode(value, "value")
     return {
-        "key": _decode(message.key(), "key"),
-        "value": _decode(message.value(), "value"),
+        "key": text_key,
+        "value": text_value,
         "topic": message.topic(),
         "partition": message.partition(),
         "offset": message.offset(),
         "timestamp": message.timestamp()[1],
-        "headers": decode_headers(message.headers()),
+        "headers": decode_headers(headers) if headers else {},
     }
 
 
@@ -154,10 +164,14 @@ def _one(result: Any) -> OutRecord:
             f"message['timestamp'] is {type(timestamp).__name__}; expected int (ms) or None",
             stage="transform",
         )
+    key = result.get("key")
+    value = result.get("value")
+    headers = result.get("headers")
+    # The common case (text key and value, no headers) without the general encoder.
     return OutRecord(
-        encode_field(result.get("key"), "key"),
-        encode_field(result.get("value"), "value"),
-        encode_headers(result.get("headers")),
+        key.encode() if type(key) is str else encode_field(key, "key"),
+        value.encode() if type(value) is str else encode_field(value, "value"),
+        encode_headers(headers) if headers else [],
         timestamp,
     )
 

@@ -357,18 +357,25 @@ class NativeConsumer:
         if not messages:
             return {}
         batch: dict[TopicPartition, list[Any]] = {}
-        keys: dict[tuple[str, int], TopicPartition] = {}
         convert = to_record if self.records else None
+        # A fetch returns runs of one partition: look the list up only when it changes.
+        current: list[Any] = []
+        where: tuple[str, int] | None = None
+        several_topics = len(self._topics) != 1
         for message in messages:
             if message.error() is not None:
                 self._on_error(message.error())
                 continue
-            where = (message.topic(), message.partition())
-            tp = keys.get(where)
-            if tp is None:
-                tp = keys[where] = TopicPartition(*where)
-                batch[tp] = []
-            batch[tp].append(convert(message) if convert else message)
+            partition = message.partition()
+            if (
+                where is None
+                or partition != where[1]
+                or (several_topics and message.topic() != where[0])
+            ):
+                where = (message.topic(), partition)
+                tp = TopicPartition(*where)
+                current = batch.get(tp) or batch.setdefault(tp, [])
+            current.append(convert(message) if convert else message)
         return batch
 
     def _consume(self, consumer: Consumer, max_records: int, timeout: float) -> list[Any]:
