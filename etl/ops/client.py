@@ -13,6 +13,17 @@ from etl.config import ETLSettings
 
 #: Overrides the worker address the CLI derives from the configuration.
 URL_ENV = "ETL_WORKER_URL"
+#: The file in the data directory that says which worker runs this project, and where.
+WORKER_FILE = "worker.json"
+
+
+def web_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a web server bound to host:port."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class WorkerUnreachable(Exception):
@@ -23,19 +34,42 @@ class WorkerRequestError(Exception):
     """The worker answered with an error (unknown pipeline, ...)."""
 
 
-def worker_url(settings: ETLSettings, explicit: str | None = None) -> str | None:
-    """``--url``, else ``$ETL_WORKER_URL``, else the configured web server (None when off)."""
+def recorded_worker(settings: ETLSettings) -> dict[str, Any] | None:
+    """What ``<data_dir>/worker.json`` says of this project's worker, if that process lives."""
+    try:
+        info = json.loads((settings.data_dir / WORKER_FILE).read_text(encoding="utf-8"))
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return dict(info)
+
+
+def find_worker(settings: ETLSettings, explicit: str | None = None) -> tuple[str | None, str]:
+    """(URL, which worker that is) for the CLI: ``--url``, else ``$ETL_WORKER_URL``, else
+    the worker recorded in this project's data directory, else web.host/web.port.
+
+    The URL is None when the recorded worker (or the configuration) has its web
+    server off.
+    """
     url = explicit or os.environ.get(URL_ENV)
     if url:
-        return url.rstrip("/")
+        source = "--url" if explicit else f"${URL_ENV}"
+        return url.rstrip("/"), f"worker at {url.rstrip('/')} ({source})"
+    info = recorded_worker(settings)
+    if info is not None:
+        where = info.get("url")
+        label = f"worker pid {info['pid']} of {settings.data_dir}"
+        return (where, f"{label} at {where}") if where else (None, label)
     if not settings.web.enabled:
-        return None
-    host = settings.web.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.web.port}"
+        return None, "no worker recorded in this project and web.enabled is false"
+    url = web_url(settings.web.host, settings.web.port)
+    return url, f"worker at {url} (web.host/web.port; none recorded in {settings.data_dir})"
 
 
 class WorkerClient:
