@@ -54,7 +54,11 @@ def error_line(exc: BaseException) -> str:
     text = _REPEATED_CLASS.sub(r"\1: ", text)
     text = re.sub(r", <AddressFamily\.\w+: \d+>", "", text)
     name = type(exc).__name__
-    if not text.startswith(("kafka", f"{name}:")):
+    text = text.removeprefix(f"{name}: ")
+    if text.startswith("kafka broker unreachable"):
+        # Our own wording says what happened; the client's class name adds nothing.
+        text = text.replace("KafkaConnectionError: ", "")
+    else:
         text = f"{name}: {text}"
     if "unreachable" in text or "Unable to bootstrap" in text:
         text += (
