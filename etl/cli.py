@@ -188,7 +188,10 @@ def _print_dev_help(settings: ETLSettings, embedded: bool) -> None:
         )
         click.echo(f"embedded broker (tansu, in memory) on {settings.kafka.bootstrap_servers}")
     else:
-        click.echo(f"broker (configured): {settings.kafka.bootstrap_servers}")
+        click.echo(
+            f"broker {settings.kafka.bootstrap_servers} (set by kafka.bootstrap_servers or "
+            "ETL_KAFKA__BOOTSTRAP_SERVERS; without it `etl dev` starts an embedded broker)"
+        )
     click.echo(f"transforms in {settings.transforms_dir}: {len(specs)} ok, {len(errors)} broken")
     for spec in specs:
         click.echo(f"  {spec.name}: {spec.source_topic} -> {spec.target_topic}")
