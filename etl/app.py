@@ -86,6 +86,7 @@ def write_worker_file(settings: ETLSettings) -> Path:
         "url": web_url(settings.web.host, settings.web.port) if settings.web.enabled else None,
         "config": str(settings.config_path.resolve()) if settings.config_path else None,
         "transforms_dir": str(settings.transforms_dir),
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
         "started_at": time.time(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +111,11 @@ def create_app(settings: ETLSettings) -> ETLApp:
     import etl.builtin_plugins  # noqa: F401 - registers the built-in sink/source types
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.web.enabled and settings.web.port == 0:
+        # Chosen here, not by the server, so that worker.json can say where it is.
+        from etl.embedded import free_port
+
+        settings.web.port = free_port(settings.web.host)
     app = ETLApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers.split(',')[0]}",

@@ -62,8 +62,8 @@ def error_line(exc: BaseException) -> str:
         text = f"{name}: {text}"
     if "unreachable" in text or "Unable to bootstrap" in text:
         text += (
-            "; is the broker running? Set its address in etl.yaml (kafka.bootstrap_servers) "
-            "or ETL_KAFKA__BOOTSTRAP_SERVERS; `make run` prints the embedded broker's"
+            "; is the broker running? Name it with kafka.bootstrap_servers in etl.yaml or "
+            "ETL_KAFKA__BOOTSTRAP_SERVERS (`make run` prints its embedded broker's address)"
         )
     return text
 

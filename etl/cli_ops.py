@@ -52,7 +52,8 @@ def _console() -> Console:
 
 def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any], str]:
     """The worker's status over HTTP, else from its ``status.json``; (snapshot, source)."""
-    base, label = find_worker(settings, url)
+    target = find_worker(settings, url)
+    base, label = target.url, target.label
     problem = f"{label}: its web server is off (web.enabled: false)"
     if base is not None:
         try:
@@ -60,7 +61,8 @@ def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any]
         except (WorkerUnreachable, WorkerRequestError) as exc:
             problem = str(exc)
         else:
-            _check_project(settings, snapshot, base)
+            if target.guessed:
+                _check_project(settings, snapshot, base)
             return snapshot, label
     path = settings.data_dir / "status.json"
     try:
@@ -137,7 +139,8 @@ def _control(
     config: str | None, url: str | None, name: str, action: str
 ) -> tuple[dict[str, Any], str]:
     settings = _settings(config)
-    base, label = find_worker(settings, url)
+    target = find_worker(settings, url)
+    base, label = target.url, target.label
     if base is None:
         _fail(
             f"{action} talks to the worker over HTTP, but its web server is off "
@@ -145,8 +148,8 @@ def _control(
         )
     client = WorkerClient(base)
     try:
-        snapshot = client.status()
-        _check_project(settings, snapshot, base)
+        if target.guessed:
+            _check_project(settings, client.status(), base)
         answer = client.pause(name) if action == "pause" else client.resume(name)
     except WorkerRequestError as exc:
         _fail(f"{action} {name} on {label}: {exc}")

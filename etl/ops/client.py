@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
 from etl.config import ETLSettings
 
@@ -50,26 +50,33 @@ def recorded_worker(settings: ETLSettings) -> dict[str, Any] | None:
     return dict(info)
 
 
-def find_worker(settings: ETLSettings, explicit: str | None = None) -> tuple[str | None, str]:
-    """(URL, which worker that is) for the CLI: ``--url``, else ``$ETL_WORKER_URL``, else
-    the worker recorded in this project's data directory, else web.host/web.port.
+class WorkerTarget(NamedTuple):
+    """Where the CLI finds a worker, and how to name it to the user."""
 
-    The URL is None when the recorded worker (or the configuration) has its web
-    server off.
-    """
+    url: str | None  # None: that worker's web server is off
+    label: str
+    #: Only the configured web.host/web.port: whoever listens there may be another
+    #: project's worker.
+    guessed: bool = False
+
+
+def find_worker(settings: ETLSettings, explicit: str | None = None) -> WorkerTarget:
+    """The worker the CLI talks to: ``--url``, else ``$ETL_WORKER_URL``, else the worker
+    recorded in this project's data directory, else web.host/web.port."""
     url = explicit or os.environ.get(URL_ENV)
     if url:
         source = "--url" if explicit else f"${URL_ENV}"
-        return url.rstrip("/"), f"worker at {url.rstrip('/')} ({source})"
+        return WorkerTarget(url.rstrip("/"), f"worker at {url.rstrip('/')} ({source})")
     info = recorded_worker(settings)
     if info is not None:
         where = info.get("url")
         label = f"worker pid {info['pid']} of {settings.data_dir}"
-        return (where, f"{label} at {where}") if where else (None, label)
+        return WorkerTarget(where, f"{label} at {where}" if where else label)
     if not settings.web.enabled:
-        return None, "no worker recorded in this project and web.enabled is false"
+        return WorkerTarget(None, "no worker recorded in this project and web.enabled is false")
     url = web_url(settings.web.host, settings.web.port)
-    return url, f"worker at {url} (web.host/web.port; none recorded in {settings.data_dir})"
+    label = f"worker at {url} (web.host/web.port; none recorded in {settings.data_dir})"
+    return WorkerTarget(url, label, guessed=True)
 
 
 class WorkerClient:

@@ -78,12 +78,8 @@ def test_an_unreachable_broker_is_one_line_with_the_fix(tmp_path: Path) -> None:
         assert line.startswith("etl: kafka broker unreachable at 127.0.0.1:"), line
         assert line.count("KafkaConnectionError") <= 1 and "AddressFamily" not in line, line
         assert "ETL_KAFKA__BOOTSTRAP_SERVERS" in line
-
-
-def test_consume_without_a_limit_says_how_it_stops(tmp_path: Path) -> None:
-    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
-    result = etl("consume", "orders", env=env, cwd=tmp_path)
-    assert result.stderr.startswith("reading orders (new messages only) until Ctrl-C; --max N")
+        if args[0] == "consume":  # no --max or --timeout: it says how it stops
+            assert stderr.startswith("reading t (new messages only) until Ctrl-C; --max N")
 
 
 def test_a_missing_extra_names_the_pip_of_this_environment() -> None:
