@@ -9,12 +9,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[embedded]'
+# Each install leaves a stamp in the venv and runs again only when pyproject.toml or
+# constraints.txt changed (an editable install picks code changes up by itself).
+install: $(VENV)/.installed-run
 
-install-test: $(BIN)/python
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[embedded]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml constraints.txt scripts/system-deps.sh | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	bash scripts/system-deps.sh
+	touch $@ $(VENV)/.installed-run
 
 # Install, then run the worker on transforms/ with an embedded broker.
 run: install

@@ -12,7 +12,12 @@ The configuration is read when ``app`` is first used: ``ETL_CONFIG`` or
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,6 +25,7 @@ from faust.app.base import BootStrategy
 
 from etl.config import ETLSettings, load_settings
 from etl.errors import ConfigurationError
+from etl.ops.client import WORKER_FILE, web_url
 from etl.supervisor import PipelineSupervisor
 
 
@@ -37,11 +43,79 @@ class ETLApp(faust.App):
     etl_supervisor: PipelineSupervisor
 
 
+class ETLWorker(faust.Worker):
+    """Faust's worker without its terminal spinner, recording where it listens.
+
+    With the spinner on (``log_level: warning`` or ``error``), Faust sets the root
+    logger to DEBUG and adds a DEBUG handler that turns the spinner on every log
+    record: every ``log.debug`` call of aiokafka then builds a record (the worker
+    runs slower than at ``info``) and spinner characters end up in redirected
+    output. Without it the root logger stays at the configured level.
+
+    On start it writes ``<data_dir>/worker.json`` (pid, web address, config) so that
+    ``etl status``/``pause``/``resume`` find this project's worker, not whatever
+    listens on the configured port; on stop it removes the file again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        settings = getattr(self.app, "etl_settings", None)
+        if settings is not None:
+            write_worker_file(settings)
+
+    def on_worker_shutdown(self) -> None:
+        super().on_worker_shutdown()
+        settings = getattr(self.app, "etl_settings", None)
+        if settings is not None:
+            remove_worker_file(settings)
+
+
+def write_worker_file(settings: ETLSettings) -> Path:
+    """Record this process as the project's worker (``<data_dir>/worker.json``)."""
+    path = settings.data_dir / WORKER_FILE
+    info = {
+        "pid": os.getpid(),
+        "url": web_url(settings.web.host, settings.web.port) if settings.web.enabled else None,
+        "config": str(settings.config_path.resolve()) if settings.config_path else None,
+        "transforms_dir": str(settings.transforms_dir),
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "started_at": time.time(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{WORKER_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def remove_worker_file(settings: ETLSettings) -> None:
+    """Remove ``worker.json`` if it names this process."""
+    path = settings.data_dir / WORKER_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def create_app(settings: ETLSettings) -> ETLApp:
     """Build the Faust app for these settings."""
     import etl.builtin_plugins  # noqa: F401 - registers the built-in sink/source types
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.web.enabled and settings.web.port == 0:
+        # Chosen here, not by the server, so that worker.json can say where it is.
+        from etl.embedded import free_port
+
+        settings.web.port = free_port(settings.web.host)
     app = ETLApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers.split(',')[0]}",
@@ -52,6 +126,7 @@ def create_app(settings: ETLSettings) -> ETLApp:
         web_port=settings.web.port,
         web_bind=settings.web.host,
         autodiscover=False,
+        Worker=ETLWorker,
     )
     app.etl_settings = settings
 

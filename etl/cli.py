@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
-import os
+import re
+import socket
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -33,6 +35,84 @@ def _settings(config: str | None) -> ETLSettings:
         raise SystemExit(2) from None
 
 
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``etl: MESSAGE`` on stderr and exit: every command's error line looks alike."""
+    click.echo(f"etl: {message}", err=True)
+    raise SystemExit(code)
+
+
+_REPEATED_CLASS = re.compile(r"\b([A-Z]\w*(?:Error|Exception)): (?:\1: )+")
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an exception: class named once, plus the fix when it is a known one.
+
+    aiokafka's errors put their class name into their text and wrappers add it
+    again; that repetition is collapsed.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _REPEATED_CLASS.sub(r"\1: ", text)
+    text = re.sub(r", <AddressFamily\.\w+: \d+>", "", text)
+    name = type(exc).__name__
+    text = text.removeprefix(f"{name}: ")
+    if text.startswith("kafka broker unreachable"):
+        # Our own wording says what happened; the client's class name adds nothing.
+        text = text.replace("KafkaConnectionError: ", "")
+    else:
+        text = f"{name}: {text}"
+    if "unreachable" in text or "Unable to bootstrap" in text:
+        text += (
+            "; is the broker running? Name it with kafka.bootstrap_servers in etl.yaml or "
+            "ETL_KAFKA__BOOTSTRAP_SERVERS (`make run` prints its embedded broker's address)"
+        )
+    return text
+
+
+def _bootstrap_configured(settings: ETLSettings) -> bool:
+    """True when etl.yaml or ETL_KAFKA__BOOTSTRAP_SERVERS names the broker explicitly."""
+    return "bootstrap_servers" in settings.kafka.model_fields_set
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when a server cannot bind host:port (another process listens there)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the web server binds: an old connection in TIME_WAIT does not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def choose_web_port(settings: ETLSettings, *, move: bool) -> None:
+    """Make sure the web server can bind; with ``move``, take a free port instead.
+
+    Without ``move`` (``etl worker``) a taken port is a one-line error naming the
+    setting to change; ``etl dev`` moves to a free port and says where.
+    """
+    from etl.embedded import free_port
+
+    web = settings.web
+    if not web.enabled:
+        return
+    if web.port == 0:
+        web.port = free_port(web.host)
+        return
+    if not port_in_use(web.host, web.port):
+        return
+    if not move:
+        fail(
+            f"web.port {web.port} on {web.host} is in use (another worker? "
+            "`etl status --url http://HOST:PORT` shows which); "
+            "set web.port in etl.yaml or ETL_WEB__PORT (0 = any free port)"
+        )
+    taken = web.port
+    web.port = free_port(web.host)
+    click.echo(f"web port {taken} is in use; this worker's web server is on port {web.port}")
+
+
 @click.group()
 @click.version_option(package_name="faust-etl")
 def main() -> None:
@@ -41,12 +121,14 @@ def main() -> None:
 
 def run_worker(settings: ETLSettings, loglevel: str | None = None) -> None:
     """Run the Faust worker for these settings until it is stopped."""
-    import faust
-
-    from etl.app import create_app
+    from etl.app import ETLWorker, create_app
+    from etl.ops.client import web_url
 
     app = create_app(settings)
-    worker = faust.Worker(
+    if settings.web.enabled:
+        url = web_url(settings.web.host, settings.web.port)
+        click.echo(f"worker web server (status, pause/resume): {url}/etl/")
+    worker = ETLWorker(
         app, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False
     )
     worker.execute_from_commandline()
@@ -57,7 +139,9 @@ def run_worker(settings: ETLSettings, loglevel: str | None = None) -> None:
 @click.option("--loglevel", "-l", default=None, help="debug, info, warning or error.")
 def worker(config: str | None, loglevel: str | None) -> None:
     """Run the worker: every transform, sink and source of the configuration."""
-    run_worker(_settings(config), loglevel)
+    settings = _settings(config)
+    choose_web_port(settings, move=False)
+    run_worker(settings, loglevel)
 
 
 @main.command()
@@ -65,13 +149,18 @@ def worker(config: str | None, loglevel: str | None) -> None:
 @click.option("--port", default=9092, show_default=True, help="Port of the embedded broker.")
 @click.option("--loglevel", "-l", default=None)
 def dev(config: str | None, port: int, loglevel: str | None) -> None:
-    """Run the worker on transforms/ with an embedded broker when none is configured."""
+    """Run the worker on transforms/ with an embedded broker.
+
+    The embedded broker runs unless a broker address is set explicitly
+    (``kafka.bootstrap_servers`` in etl.yaml or ETL_KAFKA__BOOTSTRAP_SERVERS). A
+    taken broker or web port moves to a free one, and the output says where.
+    """
     from etl.embedded import EmbeddedBroker, free_port, port_open
 
     settings = _settings(config)
-    configured = settings.config_path is not None or "ETL_KAFKA__BOOTSTRAP_SERVERS" in os.environ
+    choose_web_port(settings, move=True)
     broker = None
-    if not configured:
+    if not _bootstrap_configured(settings):
         if port_open("127.0.0.1", port):
             port = free_port()
         broker = EmbeddedBroker(port=port, log_path=settings.data_dir / "embedded-broker.log")
@@ -98,6 +187,11 @@ def _print_dev_help(settings: ETLSettings, embedded: bool) -> None:
             "ETL_KAFKA__ENABLE_IDEMPOTENCE=false "
         )
         click.echo(f"embedded broker (tansu, in memory) on {settings.kafka.bootstrap_servers}")
+    else:
+        click.echo(
+            f"broker {settings.kafka.bootstrap_servers} (set by kafka.bootstrap_servers or "
+            "ETL_KAFKA__BOOTSTRAP_SERVERS; without it `etl dev` starts an embedded broker)"
+        )
     click.echo(f"transforms in {settings.transforms_dir}: {len(specs)} ok, {len(errors)} broken")
     for spec in specs:
         click.echo(f"  {spec.name}: {spec.source_topic} -> {spec.target_topic}")
@@ -127,8 +221,7 @@ def test_transform(
     try:
         spec = load_any(Path(path))
     except TransformLoadError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        fail(str(exc))
     message = make_message(
         key, value, topic=topic or spec.source_topic, headers=_parse_pairs(headers)
     )
@@ -137,9 +230,8 @@ def test_transform(
         normalize_result(result)
     except Exception as exc:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-        where = f" ({path}:{frames[-1].lineno})" if frames else ""
-        click.echo(f"error{where}: {type(exc).__name__}: {exc}", err=True)
-        raise SystemExit(1) from None
+        where = f"{path}:{frames[-1].lineno}: " if frames else f"{path}: "
+        fail(f"{where}{type(exc).__name__}: {exc}")
     if result is None:
         click.echo(f"filtered out (deal_message returned None); target {spec.target_topic}")
         return
@@ -201,8 +293,7 @@ def send(
     try:
         meta = asyncio.run(go())
     except Exception as exc:
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise SystemExit(1) from None
+        fail(error_line(exc))
     click.echo(f"sent to {meta.topic} partition {meta.partition} offset {meta.offset}")
 
 
@@ -212,15 +303,26 @@ def send(
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
 @click.option("--max", "max_messages", type=int, default=None, help="Stop after N messages.")
 @click.option("--timeout", type=float, default=None, help="Stop after S idle seconds.")
+@click.option("--headers", "show_headers", is_flag=True, help="Include each message's headers.")
 def consume(
     config: str | None,
     topic: str,
     from_beginning: bool,
     max_messages: int | None,
     timeout: float | None,
+    show_headers: bool,
 ) -> None:
-    """Print the messages of TOPIC (one JSON line each) without joining a group."""
+    """Print the messages of TOPIC (one JSON line each) without joining a group.
+
+    Runs until Ctrl-C, --max N messages or --timeout S idle seconds.
+    """
     settings = _settings(config)
+    if max_messages is None and timeout is None:
+        start = "the first message" if from_beginning else "new messages only"
+        click.echo(
+            f"reading {topic} ({start}) until Ctrl-C; --max N or --timeout S stop earlier",
+            err=True,
+        )
 
     async def go() -> None:
         from etl.kafka import make_consumer, wait_for_broker
@@ -253,6 +355,8 @@ def consume(
                             "key": _text(rec.key),
                             "value": _text(rec.value),
                         }
+                        if show_headers:
+                            line["headers"] = header_dict(rec.headers)
                         click.echo(json.dumps(line, ensure_ascii=False))
                         seen += 1
                         if max_messages is not None and seen >= max_messages:
@@ -265,12 +369,16 @@ def consume(
     except KeyboardInterrupt:
         pass
     except Exception as exc:
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise SystemExit(1) from None
+        fail(error_line(exc))
 
 
 def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "backslashreplace")
+
+
+def header_dict(headers: Any) -> dict[str, str | None]:
+    """Headers as name -> text (not UTF-8 bytes escaped); a repeated name keeps the last."""
+    return {name: _text(value) for name, value in headers or ()}
 
 
 from etl.cli_templates import templates_group  # noqa: E402 - attaches to main above

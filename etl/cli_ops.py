@@ -13,10 +13,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from etl.cli import CONFIG_OPTION, _settings, main
+from etl.cli import CONFIG_OPTION, _settings, error_line, fail, main
 from etl.config import ETLSettings
 from etl.errors import ETLError
-from etl.ops.client import WorkerClient, WorkerRequestError, WorkerUnreachable, worker_url
+from etl.ops.client import WorkerClient, WorkerRequestError, WorkerUnreachable, find_worker
 from etl.ops.messages import FoundMessage, MessageLookupError, display_text, parse_time
 
 T = TypeVar("T")
@@ -24,7 +24,10 @@ T = TypeVar("T")
 URL_OPTION = click.option(
     "--url",
     default=None,
-    help="The worker's HTTP address (default: $ETL_WORKER_URL, else web.host/web.port).",
+    help=(
+        "The worker's HTTP address (default: $ETL_WORKER_URL, else the worker recorded "
+        "in this project's data_dir/worker.json, else web.host/web.port)."
+    ),
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 OUT_OPTION = click.option(
@@ -36,8 +39,7 @@ OUT_OPTION = click.option(
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"etl: {message}", err=True)
-    raise SystemExit(code)
+    fail(message, code)
 
 
 def _console() -> Console:
@@ -50,13 +52,18 @@ def _console() -> Console:
 
 def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any], str]:
     """The worker's status over HTTP, else from its ``status.json``; (snapshot, source)."""
-    base = worker_url(settings, url)
-    problem = "the worker's web server is off (web.enabled: false)"
+    target = find_worker(settings, url)
+    base, label = target.url, target.label
+    problem = f"{label}: its web server is off (web.enabled: false)"
     if base is not None:
         try:
-            return WorkerClient(base).status(), base
+            snapshot = WorkerClient(base).status()
         except (WorkerUnreachable, WorkerRequestError) as exc:
             problem = str(exc)
+        else:
+            if target.guessed:
+                _check_project(settings, snapshot, base)
+            return snapshot, label
     path = settings.data_dir / "status.json"
     try:
         snapshot = json.loads(path.read_text(encoding="utf-8"))
@@ -114,24 +121,41 @@ def status(
         pass
 
 
+def _check_project(settings: ETLSettings, snapshot: dict[str, Any], base: str) -> None:
+    """Warn when the worker that answered runs another project's transforms."""
+    theirs = snapshot.get("worker", {}).get("transforms_dir")
+    if theirs and Path(theirs) != settings.transforms_dir:
+        click.echo(
+            f"etl: note: the worker at {base} runs {theirs}, not this project's "
+            f"{settings.transforms_dir}; pass --url for another worker",
+            err=True,
+        )
+
+
 # ---- pause / resume ------------------------------------------------------------------
 
 
-def _control(config: str | None, url: str | None, name: str, action: str) -> dict[str, Any]:
+def _control(
+    config: str | None, url: str | None, name: str, action: str
+) -> tuple[dict[str, Any], str]:
     settings = _settings(config)
-    base = worker_url(settings, url)
+    target = find_worker(settings, url)
+    base, label = target.url, target.label
     if base is None:
         _fail(
             f"{action} talks to the worker over HTTP, but its web server is off "
-            "(web.enabled: false): turn it on or pass --url"
+            f"({label}; web.enabled: false): turn it on or pass --url"
         )
     client = WorkerClient(base)
     try:
-        return client.pause(name) if action == "pause" else client.resume(name)
+        if target.guessed:
+            _check_project(settings, client.status(), base)
+        answer = client.pause(name) if action == "pause" else client.resume(name)
     except WorkerRequestError as exc:
-        _fail(f"{action} {name}: {exc}")
+        _fail(f"{action} {name} on {label}: {exc}")
     except WorkerUnreachable as exc:
-        _fail(str(exc))
+        _fail(f"{exc} ({label}); is the worker running? `make run` or `etl worker` starts it")
+    return answer, label
 
 
 @main.command()
@@ -140,9 +164,10 @@ def _control(config: str | None, url: str | None, name: str, action: str) -> dic
 @click.argument("name")
 def pause(config: str | None, url: str | None, name: str) -> None:
     """Pause pipeline NAME (or KIND:NAME) until resumed, also across restarts."""
-    answer = _control(config, url, name, "pause")
+    answer, label = _control(config, url, name, "pause")
     key = answer["pipeline"]
-    click.echo(f"paused {key}; it stays paused across restarts until: etl resume {key}")
+    click.echo(f"paused {key} on {label}")
+    click.echo(f"it stays paused across restarts until: etl resume {key}")
 
 
 @main.command()
@@ -151,8 +176,8 @@ def pause(config: str | None, url: str | None, name: str) -> None:
 @click.argument("name")
 def resume(config: str | None, url: str | None, name: str) -> None:
     """Resume pipeline NAME after ``etl pause``."""
-    answer = _control(config, url, name, "resume")
-    click.echo(f"resumed {answer['pipeline']}")
+    answer, label = _control(config, url, name, "resume")
+    click.echo(f"resumed {answer['pipeline']} on {label}")
 
 
 # ---- query / search -------------------------------------------------------------------
@@ -181,10 +206,15 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]], settings: ETLSettings) -> T
     except (MessageLookupError, ETLError) as exc:
         _fail(str(exc))
     except (KafkaError, OSError) as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
+        _fail(error_line(exc))
 
 
-def print_messages(messages: list[FoundMessage]) -> None:
+HEADERS_OPTION = click.option(
+    "--headers", "show_headers", is_flag=True, help="Show each message's headers."
+)
+
+
+def print_messages(messages: list[FoundMessage], show_headers: bool = False) -> None:
     """One block per message; key and value cut at 1 KB (``--out`` writes them whole)."""
     from etl.ops.messages import format_time
 
@@ -192,15 +222,26 @@ def print_messages(messages: list[FoundMessage]) -> None:
         click.echo(
             f"partition {msg.partition}  offset {msg.offset}  time {format_time(msg.timestamp)}"
         )
-        for label, data in (("key", msg.key), ("value", msg.value)):
-            text, cut = display_text(data)
-            shown = "(null)" if text is None else text
-            if cut:
-                shown += (
-                    f" ... [cut at 1 KB of {len(data or b'')} bytes; --out DIR writes it whole]"
-                )
-            click.echo(f"  {label + ':':<6} {shown}")
+        _print_key_value(msg)
+        if show_headers:
+            _print_headers(msg)
         click.echo("")
+
+
+def _print_key_value(msg: FoundMessage) -> None:
+    for label, data in (("key", msg.key), ("value", msg.value)):
+        text, cut = display_text(data)
+        shown = "(null)" if text is None else text
+        if cut:
+            shown += f" ... [cut at 1 KB of {len(data or b'')} bytes; --out DIR writes it whole]"
+        click.echo(f"  {label + ':':<6} {shown}")
+
+
+def _print_headers(msg: FoundMessage) -> None:
+    if not msg.headers:
+        click.echo("  headers: (none)")
+    for name, text in msg.header_texts().items():
+        click.echo(f"  header {name}: {'(null)' if text is None else text}")
 
 
 def _write_out(messages: list[FoundMessage], out: str | None, as_json: bool) -> None:
@@ -223,6 +264,7 @@ def _write_out(messages: list[FoundMessage], out: str | None, as_json: bool) -> 
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Write keys/values whole."
 )
+@HEADERS_OPTION
 @JSON_OPTION
 def query(
     config: str | None,
@@ -232,13 +274,15 @@ def query(
     at: str | None,
     limit: int,
     out: str | None,
+    show_headers: bool,
     as_json: bool,
 ) -> None:
-    """Show up to 10 messages of TOPIC from an offset (one partition) or a point in time."""
-    from etl.ops.query import query_by_offset, query_by_time
+    """Show up to 10 messages of TOPIC: the newest, or from an offset (one partition)
+    or a point in time."""
+    from etl.ops.query import query_by_offset, query_by_time, query_newest
 
-    if (offset is None) == (at is None):
-        raise click.UsageError("give either --offset (with --partition) or --time")
+    if offset is not None and at is not None:
+        raise click.UsageError("give --offset (with --partition) or --time, not both")
     if offset is not None and partition is None:
         raise click.UsageError("--offset needs --partition")
     at_ms = _time_option(at, "--time")
@@ -247,6 +291,8 @@ def query(
         result = _run(
             lambda: query_by_time(settings.kafka, topic, at_ms, partition, limit), settings
         )
+    elif offset is None:
+        result = _run(lambda: query_newest(settings.kafka, topic, partition, limit), settings)
     else:
         assert offset is not None and partition is not None
         result = _run(
@@ -258,7 +304,7 @@ def query(
         return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
-    print_messages(result.messages)
+    print_messages(result.messages, show_headers)
     click.echo(f"{len(result.messages)} message(s)")
 
 
@@ -278,6 +324,7 @@ def query(
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Write keys/values whole."
 )
+@HEADERS_OPTION
 @JSON_OPTION
 def search(
     config: str | None,
@@ -291,6 +338,7 @@ def search(
     limit: int,
     index_sink: str | None,
     out: str | None,
+    show_headers: bool,
     as_json: bool,
 ) -> None:
     """Find messages of TOPIC by partition, offsets, time and key/value keywords (AND).
@@ -328,7 +376,7 @@ def search(
     if as_json:
         click.echo(json.dumps(result.to_dict(1024), indent=2, ensure_ascii=False))
         return
-    print_messages(result.messages)
+    print_messages(result.messages, show_headers)
     summary = f"{len(result.messages)} match(es); scanned {result.scanned} of {result.to_scan}"
     if result.source != "kafka":
         summary = f"{len(result.messages)} match(es) of {result.scanned} in {result.source}"
@@ -379,3 +427,48 @@ def _search_index(settings: ETLSettings, sink_name: str, topic: str, query_: Any
         return search_index(sink, topic, query_)
     except (MessageLookupError, ETLError) as exc:
         _fail(str(exc))
+
+
+# ---- dead letters ----------------------------------------------------------------------
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("pipeline", required=False)
+@click.option("--topic", default=None, help="Read this topic (default: errors.dead_letter_topic).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@JSON_OPTION
+def deadletters(
+    config: str | None, pipeline: str | None, topic: str | None, limit: int, as_json: bool
+) -> None:
+    """The newest dead letters (of PIPELINE, or all): why each failed and where it came from.
+
+    For each: pipeline, stage, source topic/partition@offset, the exception and, for
+    a transform, the line of its file that raised; then the message's key and value.
+    """
+    from etl.ops.deadletters import read_dead_letters
+    from etl.ops.messages import format_time
+
+    settings = _settings(config)
+    topic = topic or settings.errors.dead_letter_topic
+    letters, matched = _run(
+        lambda: read_dead_letters(settings.kafka, topic, pipeline, limit), settings
+    )
+    if as_json:
+        click.echo(json.dumps([d.to_dict(1024) for d in letters], indent=2, ensure_ascii=False))
+        return
+    for letter in letters:
+        msg = letter.message
+        click.echo(
+            f"{letter.pipeline or '?'}  stage {letter.get('etl.stage') or '?'}  "
+            f"from {letter.source}  dead-lettered {format_time(msg.timestamp)}  "
+            f"({topic}/{msg.partition}@{msg.offset})"
+        )
+        click.echo(f"  error: {letter.reason}")
+        if letter.location:
+            click.echo(f"  at:    {letter.location}")
+        _print_key_value(msg)
+        click.echo("")
+    whose = f" of {pipeline}" if pipeline else ""
+    shown = f"; showing the newest {len(letters)}" if matched > len(letters) else ""
+    click.echo(f"{matched} dead letter(s){whose} in {topic}{shown}")

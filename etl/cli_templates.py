@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -86,8 +89,20 @@ def list_command(as_json: bool) -> None:
         click.echo("")
 
 
+def _only_list(annotation: Any) -> bool:
+    """True for ``list[...]`` (or ``list[...] | None``), not for ``str | list[str]``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        return len(kinds) == 1 and _only_list(kinds[0])
+    return typing.get_origin(annotation) is list
+
+
 def _parse_params(template: TransformTemplate, pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs; a value is YAML (``[a, b]``, ``true``) unless the param is text."""
+    """``NAME=VALUE`` pairs; a value is YAML (``[a, b]``, ``true``) unless the param is text.
+
+    A list param also takes ``a,b`` (one item per comma).
+    """
     fields = template.params.model_fields
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -95,8 +110,18 @@ def _parse_params(template: TransformTemplate, pairs: tuple[str, ...]) -> dict[s
         if not sep or not name:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
         field = fields.get(name)
-        if field is None or field.annotation is str:
+        if field is None:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            _fail(
+                f"params.{name}: unknown option of template {template.name!r}{hint} "
+                f"(its params: {', '.join(fields)}; see `etl templates list`)"
+            )
+        if field.annotation is str:
             params[name] = raw
+            continue
+        if _only_list(field.annotation) and not raw.lstrip().startswith("["):
+            params[name] = [item.strip() for item in raw.split(",") if item.strip()]
             continue
         try:
             params[name] = yaml.safe_load(raw) if raw else raw
@@ -106,15 +131,25 @@ def _parse_params(template: TransformTemplate, pairs: tuple[str, ...]) -> dict[s
 
 
 def _fail(text: str) -> NoReturn:
-    click.echo(f"error: {text}", err=True)
+    click.echo(f"etl: {text}", err=True)
     raise SystemExit(2)
 
 
 @templates_group.command("render")
 @click.argument("name", required=False)
-@click.option("--param", "-p", "params", multiple=True, help="NAME=VALUE, repeatable.")
-@click.option("--source-topic", "-s", default=None, help="SOURCE_TOPIC of the transform.")
-@click.option("--target-topic", "-t", default=None, help="TARGET_TOPIC of the transform.")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    help="NAME=VALUE, repeatable; a list as a,b or [a, b]; true/false and numbers as such.",
+)
+@click.option(
+    "--source-topic", "-s", default=None, help="SOURCE_TOPIC of the transform (required)."
+)
+@click.option(
+    "--target-topic", "-t", default=None, help="TARGET_TOPIC of the transform (required)."
+)
 @click.option(
     "--start-offset", type=click.Choice(["earliest", "latest"]), default="latest", show_default=True
 )
@@ -145,7 +180,11 @@ def render_command(
     output: str | None,
     force: bool,
 ) -> None:
-    """Render template NAME with its params into Python source of an editable transform."""
+    """Render template NAME with its params into Python source of an editable transform.
+
+    Example: etl templates render mask_fields -s users -t users-masked
+    -p names=email,phone -o transforms/users.py
+    """
     if from_file is not None:
         if name or params or source_topic or target_topic:
             _fail("--from takes everything from the file; give no NAME, --param or topics")
@@ -157,7 +196,10 @@ def render_command(
         if not name:
             _fail("give a template NAME (see `etl templates list`) or --from FILE.yaml")
         if not source_topic or not target_topic:
-            _fail("--source-topic and --target-topic are required")
+            _fail(
+                "--source-topic and --target-topic are required: the topics the transform "
+                f"reads and writes, e.g. etl templates render {name} -s orders -t orders-clean"
+            )
         assert name is not None and source_topic is not None and target_topic is not None
         try:
             template = get_template(name)

@@ -319,15 +319,43 @@ def format_error_location(prefix: str, loc: tuple[Any, ...]) -> str:
     return out or "<root>"
 
 
-def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
-    """One line per pydantic error: ``path: message`` (input values never shown)."""
+def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The option names of the (nested) model that holds ``loc``'s last part."""
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return list(model.model_fields) if model is not None else []
+
+
+def unknown_option_message(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """``unknown option``, with the closest known option when one is close."""
+    import difflib
+
+    known = _fields_at(model, loc)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6) if loc else []
+    return f"unknown option; did you mean {close[0]!r}?" if close else "unknown option"
+
+
+def validation_problems(
+    error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[str]:
+    """One line per pydantic error: ``path: message`` (input values never shown).
+
+    With ``model`` (the validated class), an unknown option names the closest known one.
+    """
     lines = []
     for item in error.errors(include_input=False, include_url=False):
         message = item["msg"]
         if item["type"] == "missing":
             message = "field required"
         elif item["type"] == "extra_forbidden":
-            message = "unknown option"
+            message = unknown_option_message(model, tuple(item["loc"]))
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         lines.append(f"{format_error_location(prefix, tuple(item['loc']))}: {message}")
@@ -353,7 +381,7 @@ def validate_plugin(
         validated: PluginConfigBase = model.model_validate(raw)  # type: ignore[assignment]
         return validated, []
     except ValidationError as exc:
-        return None, validation_problems(exc, prefix)
+        return None, validation_problems(exc, prefix, model)
 
 
 ENV_PREFIX = "ETL_"
@@ -426,7 +454,7 @@ def load_settings(
     try:
         settings = ETLSettings.model_validate(data)
     except ValidationError as exc:
-        problems += validation_problems(exc)
+        problems += validation_problems(exc, model=ETLSettings)
 
     for kind, key in (("sink", "sinks"), ("source", "sources")):
         entries = data.get(key) if settings is None else getattr(settings, key)

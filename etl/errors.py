@@ -70,6 +70,6 @@ class MissingExtraError(ETLError, ImportError):
     """An optional dependency is not installed; names the extra that provides it."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'faust-etl[{extra}]'"
-        )
+        from etl.plugins import install_command
+
+        super().__init__(f"{package} is not installed; install it with: {install_command(extra)}")

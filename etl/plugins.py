@@ -8,6 +8,8 @@ only when the pipeline starts, and a missing dependency names the extra to insta
 from __future__ import annotations
 
 import importlib
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,6 +83,11 @@ def plugin_factory(kind: Kind, type_name: str) -> Any:
         if exc.name and not exc.name.startswith(("etl", "sinks")):
             raise MissingExtraError(exc.name, plugin.extra) from exc
         raise
+
+
+def install_command(extra: str) -> str:
+    """The pip command that installs ``extra`` into the environment running now."""
+    return f"{shlex.quote(sys.executable)} -m pip install 'faust-etl[{extra}]'"
 
 
 def known_types(kind: Kind) -> list[str]:

@@ -7,12 +7,23 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
 from etl.config import ETLSettings
 
 #: Overrides the worker address the CLI derives from the configuration.
 URL_ENV = "ETL_WORKER_URL"
+#: The file in the data directory that says which worker runs this project, and where.
+WORKER_FILE = "worker.json"
+
+
+def web_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a web server bound to host:port."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class WorkerUnreachable(Exception):
@@ -23,19 +34,49 @@ class WorkerRequestError(Exception):
     """The worker answered with an error (unknown pipeline, ...)."""
 
 
-def worker_url(settings: ETLSettings, explicit: str | None = None) -> str | None:
-    """``--url``, else ``$ETL_WORKER_URL``, else the configured web server (None when off)."""
+def recorded_worker(settings: ETLSettings) -> dict[str, Any] | None:
+    """What ``<data_dir>/worker.json`` says of this project's worker, if that process lives."""
+    try:
+        info = json.loads((settings.data_dir / WORKER_FILE).read_text(encoding="utf-8"))
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return dict(info)
+
+
+class WorkerTarget(NamedTuple):
+    """Where the CLI finds a worker, and how to name it to the user."""
+
+    url: str | None  # None: that worker's web server is off
+    label: str
+    #: Only the configured web.host/web.port: whoever listens there may be another
+    #: project's worker.
+    guessed: bool = False
+
+
+def find_worker(settings: ETLSettings, explicit: str | None = None) -> WorkerTarget:
+    """The worker the CLI talks to: ``--url``, else ``$ETL_WORKER_URL``, else the worker
+    recorded in this project's data directory, else web.host/web.port."""
     url = explicit or os.environ.get(URL_ENV)
     if url:
-        return url.rstrip("/")
+        source = "--url" if explicit else f"${URL_ENV}"
+        return WorkerTarget(url.rstrip("/"), f"worker at {url.rstrip('/')} ({source})")
+    info = recorded_worker(settings)
+    if info is not None:
+        where = info.get("url")
+        label = f"worker pid {info['pid']} of {settings.data_dir}"
+        return WorkerTarget(where, f"{label} at {where}" if where else label)
     if not settings.web.enabled:
-        return None
-    host = settings.web.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.web.port}"
+        return WorkerTarget(None, "no worker recorded in this project and web.enabled is false")
+    url = web_url(settings.web.host, settings.web.port)
+    label = f"worker at {url} (web.host/web.port; none recorded in {settings.data_dir})"
+    return WorkerTarget(url, label, guessed=True)
 
 
 class WorkerClient:

@@ -76,6 +76,14 @@ class FoundMessage:
             "key_size": None if self.key is None else len(self.key),
             "value_size": None if self.value is None else len(self.value),
             "truncated": key_cut or value_cut,
+            "headers": self.header_texts(),
+        }
+
+    def header_texts(self) -> dict[str, str | None]:
+        """Headers as name -> UTF-8 text (other bytes escaped); a repeated name keeps the last."""
+        return {
+            name: None if data is None else data.decode("utf-8", "backslashreplace")
+            for name, data in self.headers
         }
 
 

@@ -2,8 +2,9 @@
 
 By offset: the messages of one partition from that offset on. By time: the
 first messages at or after that time in one partition or all of them, merged by
-time. At most ``limit`` messages (10 by default) and 10 MB in all, as a console
-would show them; the caller cuts values at 1 KB for display.
+time. Neither: the newest messages (as a console opens a topic), merged by time.
+At most ``limit`` messages (10 by default) and 10 MB in all, as a console would
+show them; the caller cuts values at 1 KB for display.
 """
 
 from __future__ import annotations
@@ -119,4 +120,30 @@ async def query_by_time(
     result.messages = _cap(merged, limit)
     if not result.messages:
         result.notes.append("no message at or after that time")
+    return result
+
+
+async def query_newest(
+    settings: KafkaSettings, topic: str, partition: int | None = None, limit: int = DEFAULT_LIMIT
+) -> QueryResult:
+    """The newest ``limit`` messages of one partition or all, oldest first."""
+    result = QueryResult()
+    async with TopicReader(settings, topic) as reader:
+        await reader.open(partition)
+        starts = {}
+        for tp in reader.partitions:
+            begin, end = reader.begin[tp], reader.end[tp]
+            result.partitions[tp.partition] = (begin, end)
+            starts[tp] = max(begin, end - limit)
+        found: list[FoundMessage] = []
+
+        def take(record: Any) -> bool:
+            found.append(FoundMessage.from_record(record))
+            return False
+
+        await reader.read(starts, dict(reader.end), take)
+    newest = sorted(found, key=lambda m: (m.timestamp, m.partition, m.offset))[-limit:]
+    result.messages = _cap(newest, limit)
+    if not result.messages:
+        result.notes.append(f"topic {topic!r} has no messages")
     return result

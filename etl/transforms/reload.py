@@ -18,6 +18,11 @@ files are not transforms):
 
 Whatever the file system reports, the watcher compares the file's content hash
 with the version that runs, so a touch or a save without changes does nothing.
+
+Starting or restarting a pipeline costs a consumer-group join (seconds), where a
+swap costs nothing. So a change that starts or restarts waits until its file has
+been left alone for ``SETTLE_MS``: a user who saves a new file three times while
+writing it gets one join, with the last version, not three joins in a row.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ log = logging.getLogger("etl.reload")
 STEP_MS = 100
 #: ... but never gather changes for longer than this.
 DEBOUNCE_MS = 800
+#: A start or restart (a group join) waits until its file was left alone this long.
+SETTLE_MS = 1500
 RELOAD_ERROR_PREFIX = "reload failed"
 _DEAD_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
 
@@ -74,9 +81,13 @@ class TransformWatcher(Service):
         *,
         step_ms: int = STEP_MS,
         debounce_ms: int = DEBOUNCE_MS,
+        settle_ms: int = SETTLE_MS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.settle_ms = settle_ms
+        #: Starts/restarts waiting for their file to settle, by file name.
+        self._settling: dict[str, asyncio.Task[None]] = {}
         self.pipeline_supervisor = supervisor
         self.directory = Path(directory)
         self.step_ms = step_ms
@@ -92,6 +103,9 @@ class TransformWatcher(Service):
 
     async def on_stop(self) -> None:
         self._stop_event.set()
+        for task in self._settling.values():
+            task.cancel()
+        self._settling.clear()
 
     # ---- watching ---------------------------------------------------------------------
 
@@ -123,7 +137,7 @@ class TransformWatcher(Service):
                 ):
                     names = sorted({Path(path).name for _, path in changes})
                     for name in names:
-                        await self.reload_file(self.directory / name)
+                        await self.on_change(self.directory / name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -139,6 +153,42 @@ class TransformWatcher(Service):
         failed = {Path(path).name for path in self.pipeline_supervisor.load_errors}
         for name in sorted(on_disk - failed):
             await self.reload_file(self.directory / name)
+
+    async def on_change(self, path: Path) -> None:
+        """Apply a change now, or once the file settles if it starts or restarts a pipeline."""
+        previous = self._settling.pop(path.name, None)
+        if previous is not None:
+            previous.cancel()
+        if self.settle_ms > 0 and self._needs_join(path):
+            log.info(
+                "transform changed, starting when the file is left alone for %.1fs file=%s",
+                self.settle_ms / 1000,
+                path,
+            )
+            self._settling[path.name] = asyncio.ensure_future(self._apply_settled(path))
+            return
+        await self.reload_file(path)
+
+    def _needs_join(self, path: Path) -> bool:
+        """True when applying the file would start or restart its pipeline."""
+        if file_version(path) is None:
+            return False
+        pipeline = self._pipeline_for(path)
+        if pipeline is None or self._is_dead(pipeline):
+            return True
+        try:
+            return not pipeline.spec.same_topology(load_any(path))
+        except TransformLoadError:
+            return False
+
+    async def _apply_settled(self, path: Path) -> None:
+        await asyncio.sleep(self.settle_ms / 1000)
+        if self._settling.get(path.name) is asyncio.current_task():
+            del self._settling[path.name]
+        try:
+            await self.reload_file(path)
+        except Exception as exc:
+            log.error("transform reload failed file=%s error=%r", path, exc)
 
     # ---- applying one file ----------------------------------------------------------------
 

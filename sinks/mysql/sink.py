@@ -179,7 +179,13 @@ class MySQLSink(SqlSink[MySQLSinkConfig]):
             self.conn = await self._run(functools.partial(pymysql.connect, **kwargs))
         except pymysql.err.MySQLError as exc:
             if exc.args and exc.args[0] in SETUP_ERRNOS:
-                raise FatalError(self.redact(f"cannot connect: {exc.args[-1]}")) from exc
+                hint = ""
+                if exc.args[0] == 2026:  # CR_SSL_CONNECTION_ERROR
+                    hint = (
+                        "; for a server without TLS set ssl_mode: disabled on the sink, for a "
+                        "private CA set ssl_ca"
+                    )
+                raise FatalError(self.redact(f"cannot connect: {exc.args[-1]}{hint}")) from exc
             raise
         packet = await self._run(self._sql, "SELECT @@max_allowed_packet")
         self._max_statement = max(1 << 16, min(int(packet[0][0]), 64 << 20) // 4)

@@ -54,6 +54,21 @@ SETUP_ERRORS = (
 )
 
 
+def tls_hint(error: str) -> str:
+    """The setting that fixes a TLS connection failure, as ``; ...`` (or nothing)."""
+    if "server does not support SSL" in error or "SSL is not enabled" in error:
+        return (
+            "; this server has no TLS: set sslmode: disable on the sink (or sslmode=disable "
+            "in its dsn) to connect in plain text"
+        )
+    if "certificate" in error:
+        return (
+            "; the server's certificate is not trusted: set sslrootcert to its CA file "
+            "(or sslmode: require to encrypt without verifying)"
+        )
+    return ""
+
+
 def connection_params(config: PostgresSinkConfig) -> tuple[str, dict[str, Any]]:
     """(conninfo, keyword parameters) for psycopg; TLS verified unless told otherwise."""
     conninfo = config.dsn.get_secret_value() if config.dsn is not None else ""
@@ -110,7 +125,8 @@ class PostgresSink(SqlSink[PostgresSinkConfig]):
         except psycopg.OperationalError as exc:
             text = str(exc)
             if any(marker in text for marker in SETUP_ERRORS):
-                raise FatalError(self.redact(f"cannot connect: {text.strip()}")) from exc
+                text = " ".join(text.split())
+                raise FatalError(self.redact(f"cannot connect: {text}{tls_hint(text)}")) from exc
             raise
         info = self.conn.info
         self.log.info(

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,8 +82,15 @@ def test_send_and_consume(kafka_bootstrap: str, uid: str) -> None:
 
 @pytest.mark.kafka
 def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> None:
+    """An etl.yaml without a broker address still gets the embedded broker; a taken web
+    port moves to a free one; `etl status`/`pause` find this worker, not the port's owner."""
     shutil.copytree(ROOT / "transforms", tmp_path / "transforms")
     port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    web_port = taken.getsockname()[1]
+    (tmp_path / "etl.yaml").write_text(f"web: {{port: {web_port}}}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     log = (tmp_path / "dev.log").open("w")
     dev = subprocess.Popen(
@@ -136,11 +144,23 @@ def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> 
             cwd=tmp_path,
         )
         assert json.loads(got.stdout)["value"] == '{"key": "test"}ValueSuffix'
+        worker = f"worker pid {dev.pid} of {tmp_path / '.etl-data'}"
+        shown = etl("status", cwd=tmp_path, env={"ETL_WORKER_URL": ""})
+        assert shown.returncode == 0, shown.stderr
+        assert worker in shown.stdout and "add_suffix" in shown.stdout
+        paused = etl("pause", "add_suffix", cwd=tmp_path, env={"ETL_WORKER_URL": ""})
+        assert paused.returncode == 0, paused.stderr
+        assert f"paused transform:add_suffix on {worker}" in paused.stdout
+        resumed = etl("resume", "add_suffix", cwd=tmp_path, env={"ETL_WORKER_URL": ""})
+        assert f"resumed transform:add_suffix on {worker}" in resumed.stdout
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(timeout=30)
         log.close()
+        taken.close()
     text = (tmp_path / "dev.log").read_text()
     assert f"embedded broker (tansu, in memory) on 127.0.0.1:{port}" in text
+    assert f"web port {web_port} is in use; this worker's web server is on port" in text
     assert "etl send orders --key demo" in text
     assert "etl consume orders-suffixed" in text
+    assert not (tmp_path / ".etl-data" / "worker.json").exists(), "removed on stop"

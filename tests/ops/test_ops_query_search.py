@@ -134,7 +134,7 @@ def test_query_cuts_display_at_1kb_and_out_writes_whole(topic: Topic, tmp_path: 
 
 def test_query_usage_errors(topic: Topic) -> None:
     assert topic.run("query", topic.name, "--offset", "1").exit_code == 2
-    assert topic.run("query", topic.name).exit_code == 2
+    assert topic.run("query", topic.name, "-o", "1", "-t", "2026-01-01").exit_code == 2
     bad_time = topic.run("query", topic.name, "--time", "noon")
     assert bad_time.exit_code == 2 and "YYYY-MM-DD HH:MM:SS" in bad_time.output
     missing = topic.run("query", "no-such-topic-x", "-p", "0", "-o", "0")

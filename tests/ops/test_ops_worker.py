@@ -10,7 +10,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from etl.cli import main
 from etl.testing.kafka import read_all, wait_count
 
 pytestmark = pytest.mark.kafka
@@ -105,6 +107,15 @@ def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, wait_until
     lines = worker.cli("status", "--watch", "--json", "--iterations", "2", "--interval", "0.2")
     snapshots = [json.loads(line) for line in lines.stdout.splitlines()]
     assert len(snapshots) == 2 and snapshots[0]["pipelines"][0]["name"] == "suffix"
+
+    # Another project whose configured port is this worker's: told it is not its own.
+    other = worker.config.parent / "other"
+    other.mkdir()
+    port = worker.url.rsplit(":", 1)[1]
+    (other / "etl.yaml").write_text(f"web: {{port: {port}}}\n")
+    foreign = CliRunner().invoke(main, ["status", "-c", str(other / "etl.yaml")])
+    assert foreign.exit_code == 0
+    assert f"not this project's {other / 'transforms'}" in foreign.stderr
 
     # With the worker gone, `etl status` falls back to the worker's status.json.
     worker.process.stop()
