@@ -108,8 +108,12 @@ def make_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line description of a client error, without a traceback."""
-    text = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
+    name = exc.__class__.__name__
+    text = str(exc) or name
+    # aiokafka's errors already start with their class name: say it once.
+    while text.startswith(f"{name}: {name}"):
+        text = text[len(name) + 2 :]
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 async def wait_for_broker(

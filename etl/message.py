@@ -172,7 +172,8 @@ def _one(result: Any) -> OutRecord:
         key.encode() if type(key) is str else encode_field(key, "key"),
         value.encode() if type(value) is str else encode_field(value, "value"),
         encode_headers(headers) if headers else [],
-        timestamp,
+        # Kafka's "no timestamp" is -1; a negative one cannot be produced: let the broker stamp it.
+        timestamp if timestamp is None or timestamp >= 0 else None,
     )
 
 

@@ -41,7 +41,7 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as NativeTopicPartition
 
 from etl.config import KafkaSettings
-from etl.errors import RetriableError
+from etl.errors import PipelineStopping, RetriableError
 
 log = logging.getLogger("etl.kafka")
 
@@ -551,14 +551,26 @@ class NativeProducer:
 
     # ---- the batch path (transforms produce on ``client`` with DeliveryBatch) ----
 
-    async def wait_all(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far is acknowledged or failed."""
-        producer = self.client
+    async def wait_all(
+        self, timeout: float | None = None, *, stopping: Callable[[], bool] | None = None
+    ) -> None:
+        """Wait until everything queued so far is acknowledged or failed.
+
+        Waits in steps of a second so that a pipeline being stopped while the
+        broker is away gives up (:class:`PipelineStopping`, nothing committed)
+        instead of holding the worker's shutdown for the delivery time-out.
+        """
         limit = timeout if timeout is not None else self._delivery_timeout()
-        left = await self.serve(limit, flush=True)
-        if left:
-            raise RetriableError(f"{left} records not acknowledged within {limit:.0f}s")
-        del producer
+        loop = self._loop or asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            left = await self.serve(min(1.0, max(0.0, deadline - loop.time())), flush=True)
+            if not left:
+                return
+            if stopping is not None and stopping():
+                raise PipelineStopping(f"stopped with {left} records not acknowledged")
+            if loop.time() >= deadline:
+                raise RetriableError(f"{left} records not acknowledged within {limit:.0f}s")
 
     def _delivery_timeout(self) -> float:
         return float(self.config.get("message.timeout.ms", 300000)) / 1000 + 5

@@ -145,7 +145,30 @@ class TransformPipeline(ConsumerPipeline):
                 index = len(sources)
                 sources.append((tp, message))
                 try:
-                    outs = normalize_result(fn(native_to_message(message)))
+                    result = fn(native_to_message(message))
+                    # The common case inline (one dict, text key and value, no
+                    # headers); everything else through the general normalizer.
+                    if type(result) is dict and not result.get("headers"):
+                        key = result.get("key")
+                        value = result.get("value")
+                        stamp = result.get("timestamp")
+                        if (
+                            type(value) is str
+                            and (key is None or type(key) is str)
+                            and (stamp is None or type(stamp) is int)
+                        ):
+                            outs = [
+                                OutRecord(
+                                    None if key is None else key.encode(),
+                                    value.encode(),
+                                    [],
+                                    stamp if stamp is None or stamp >= 0 else None,
+                                )
+                            ]
+                        else:
+                            outs = normalize_result(result)
+                    else:
+                        outs = normalize_result(result)
                 except (Exception, SystemExit) as exc:
                     # SystemExit too (a transform calling sys.exit()/exit()): it must fail
                     # this record, not escape the event loop and end the whole worker.
@@ -200,7 +223,7 @@ class TransformPipeline(ConsumerPipeline):
             letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
 
         # Wait once for every acknowledgement before anything is committed.
-        await producer.wait_all()
+        await producer.wait_all(stopping=lambda: self.should_stop)
 
         # Every queued output is now acknowledged or failed; only failures are reported.
         bad: dict[int, BaseException] = {}

@@ -58,11 +58,14 @@ def kcat_produce(
     key_delimiter: str = "\t",
     partition: int | None = None,
     timeout: float = 120,
+    compression: str | None = None,
 ) -> None:
     """Produce ``key<TAB>value`` lines with kcat (``-K``); waits for delivery."""
     argv = [kcat_path(), "-b", bootstrap, "-P", "-t", topic, "-K", key_delimiter, "-X", "acks=all"]
     if partition is not None:
         argv += ["-p", str(partition)]
+    if compression is not None:
+        argv += ["-z", compression]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     subprocess.run(
         argv, input=data, env=kcat_env(), check=True, timeout=timeout, capture_output=True

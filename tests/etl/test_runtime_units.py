@@ -68,12 +68,13 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
-        self.callbacks: list[Any] = []
         self.client = SimpleNamespace(produce=self.produce)
 
     def produce(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
         self.sent.append((topic, value))
-        self.callbacks.append(kwargs.get("on_delivery"))
+
+    def take_failures(self) -> list[Any]:
+        return []
 
     async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[Any]:
         self.sent.append((topic, kwargs.get("value")))
@@ -81,10 +82,8 @@ class FakeProducer:
         future.set_result(None)
         return future
 
-    async def wait_all(self) -> None:
-        callbacks, self.callbacks = self.callbacks, []
-        for callback in callbacks:
-            callback(None, None)
+    async def wait_all(self, **_: Any) -> None:
+        pass
 
     async def serve(self, timeout: float) -> int:
         return 0
@@ -218,3 +217,125 @@ async def test_worker_boot_goes_on_when_the_dead_letter_topic_cannot_be_created(
         await sup._boot()
     assert started == ["t"]
     assert "cannot create the dead-letter topic" in caplog.text
+
+
+class FailedDelivery:
+    """A delivery report's message (what librdkafka hands the callback)."""
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key = key
+        self._value = value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+
+def suffix_pipeline(policy: str = "continue") -> TransformPipeline:
+    def deal_message(message: dict[str, Any]) -> Any:
+        message["value"] = message["value"] + "+"
+        return message
+
+    spec = TransformSpec(
+        name="t",
+        path=Path("t.py"),
+        source_topic="src",
+        target_topic="out",
+        deal_message=deal_message,
+        on_error=policy,
+    )
+    pipeline = TransformPipeline(spec, settings=ETLSettings())
+    producer = FakeProducer()
+    pipeline.producer = producer
+    pipeline.dead_letters = DeadLetterWriter(producer, "dlq", Redactor())
+    return pipeline
+
+
+async def test_a_retried_batch_does_not_repeat_acknowledged_outputs() -> None:
+    from confluent_kafka import KafkaError as NativeError
+
+    pipeline = suffix_pipeline()
+    producer = pipeline.producer
+    batch = {TP: [record(0, b"a"), record(1, b"b"), record(2, b"c")]}
+    # The broker times out the delivery of b's output; a's and c's are acknowledged.
+    timed_out = (NativeError(NativeError._MSG_TIMED_OUT), FailedDelivery(b"k", b"b+"))
+    producer.take_failures = lambda: [timed_out] if producer.sent else []  # type: ignore[method-assign]
+    with pytest.raises(RetriableError):
+        await pipeline.process(batch)
+    assert [value for _topic, value in producer.sent] == [b"a+", b"b+", b"c+"]
+    producer.sent.clear()
+    producer.take_failures = lambda: []  # type: ignore[method-assign]
+    # The runtime rewinds and hands the same batch again: only b is produced again.
+    commit = await pipeline.process(batch)
+    assert [value for _topic, value in producer.sent] == [b"b+"]
+    assert commit == {TP: 3}
+    assert pipeline._acked == {}
+
+
+async def test_an_output_the_broker_refuses_is_dead_lettered_once() -> None:
+    from confluent_kafka import KafkaError as NativeError
+
+    pipeline = suffix_pipeline()
+    producer = pipeline.producer
+    too_large = (NativeError(NativeError.MSG_SIZE_TOO_LARGE), FailedDelivery(b"k", b"b+"))
+    calls = iter([[], [too_large]])
+    producer.take_failures = lambda: next(calls, [])  # type: ignore[method-assign]
+    commit = await pipeline.process({TP: [record(0, b"a"), record(1, b"b"), record(2, b"c")]})
+    assert commit == {TP: 3}
+    assert [value for topic, value in producer.sent if topic == "dlq"] == [b"b"]
+    assert pipeline.status.dead_lettered == 1
+    assert pipeline.status.produced == 2
+    assert "MessageSizeTooLargeError" in (pipeline.status.error or "")
+
+
+async def test_an_output_the_broker_refuses_halts_before_it_under_stop() -> None:
+    from confluent_kafka import KafkaError as NativeError
+
+    pipeline = suffix_pipeline("stop")
+    producer = pipeline.producer
+    too_large = (NativeError(NativeError.MSG_SIZE_TOO_LARGE), FailedDelivery(b"k", b"b+"))
+    calls = iter([[], [too_large]])
+    producer.take_failures = lambda: next(calls, [])  # type: ignore[method-assign]
+    with pytest.raises(PipelineHalted) as halted:
+        await pipeline.process({TP: [record(0, b"a"), record(1, b"b"), record(2, b"c")]})
+    assert halted.value.commit == {TP: 1}
+    assert "produce failed at src/0@1" in halted.value.reason
+
+
+def test_native_clients_verify_tls_and_carry_the_security_options(tmp_path: Path) -> None:
+    from etl.config import KafkaSettings
+    from etl.runtime.native import consumer_config, producer_config
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    settings = KafkaSettings(
+        bootstrap_servers="b1:9093,b2:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="etl",
+        sasl_password="s3cret-pw",
+        ssl_cafile=ca,
+        compression_type="zstd",
+        session_timeout_ms=7000,
+    )
+    producer = producer_config(settings)
+    assert producer["security.protocol"] == "sasl_ssl"
+    assert producer["enable.ssl.certificate.verification"] is True
+    assert producer["ssl.endpoint.identification.algorithm"] == "https"
+    assert producer["ssl.ca.location"] == str(ca)
+    assert producer["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert producer["sasl.password"] == "s3cret-pw"
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True
+    assert producer["compression.type"] == "zstd"
+    consumer = consumer_config(settings, group_id="g", start_offset="earliest")
+    assert consumer["session.timeout.ms"] == 7000, "librdkafka's 45 s default means slow joins"
+    assert consumer["enable.auto.commit"] is False and consumer["enable.auto.offset.store"] is False
+    assert consumer["auto.offset.reset"] == "earliest"
+    unchecked = KafkaSettings(security_protocol="SSL", ssl_check_hostname=False)
+    assert producer_config(unchecked)["ssl.endpoint.identification.algorithm"] == "none"
