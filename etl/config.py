@@ -205,6 +205,13 @@ class ETLSettings(BaseModel):
     #: Where the worker keeps local state (status file, Faust data).
     data_dir: Path = Path(".etl-data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Seconds one ``deal_message`` call may take before it is a failed record (stage
+    #: ``timeout``); a transform file's ``TIMEOUT`` overrides it.
+    transform_timeout: float = Field(default=30.0, gt=0)
+    #: Calls in flight per pipeline for ``async def deal_message`` (file: ``CONCURRENCY``).
+    transform_concurrency: int = Field(default=16, ge=1, le=1024)
+    #: Worker processes ``etl worker`` runs (``--processes``); each joins the same groups.
+    processes: int = Field(default=1, ge=1, le=64)
     kafka: KafkaSettings = KafkaSettings()
     errors: ErrorSettings = ErrorSettings()
     web: WebSettings = WebSettings()

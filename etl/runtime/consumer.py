@@ -108,6 +108,9 @@ class ConsumerPipeline(Service):
         self._batch_start: Commit = {}
         self._halted = False
         self._paused = False
+        #: Partitions to read again from an offset after the batch's commit (a batch
+        #: that ended early to keep the poll deadline, or whose call was abandoned).
+        self._seeks: Commit = {}
 
     # ---- hooks for subclasses -------------------------------------------------
 
@@ -277,6 +280,10 @@ class ConsumerPipeline(Service):
                         commit = await self.process(batch)
                     commit.update(await self.flush_due())
                     await self._commit(commit)
+                    seeks, self._seeks = self._seeks, {}
+                    for tp, offset in seeks.items():
+                        if tp in self._assigned:
+                            await self.consumer.seek(tp, offset)
                     if batch:
                         self.status.batches += 1
                         self.status.last_batch_ms = (time.perf_counter() - started) * 1000

@@ -575,6 +575,10 @@ class NativeProducer:
     def _delivery_timeout(self) -> float:
         return float(self.config.get("message.timeout.ms", 300000)) / 1000 + 5
 
+    def serve_from_thread(self, timeout: float) -> None:
+        """Like :meth:`serve`, for a thread other than the event loop's (blocks it)."""
+        self._thread.submit(self.client.poll, timeout).result()
+
     async def serve(self, timeout: float, *, flush: bool = False) -> int:
         """Serve delivery reports on the producer thread (``timeout`` s); returns what is left."""
         producer = self.client

@@ -58,6 +58,8 @@ class PipelineStatus:
     dead_letter_topic: str = ""
     batches: int = 0
     last_batch_ms: float = 0.0
+    #: 99th percentile of the last 10,000 ``deal_message`` calls (transforms).
+    call_p99_ms: float | None = None
     started_at: float = field(default_factory=time.time)
     partitions: dict[str, PartitionProgress] = field(default_factory=dict)
 

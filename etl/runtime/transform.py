@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -37,6 +38,15 @@ from etl.runtime.native import (
     is_record_error,
     produce_error,
     to_record,
+)
+from etl.runtime.usercode import (
+    ABANDON_GRACE_S,
+    CallClock,
+    CallTimes,
+    TransformTimeout,
+    UserCodeThread,
+    _Interrupt,
+    watch,
 )
 from etl.transforms.loader import TransformSpec
 
@@ -66,6 +76,9 @@ class TransformPipeline(ConsumerPipeline):
         #: Source offsets whose outputs were all acknowledged in a batch that is
         #: being retried: skipped when it is read again (no repeated output).
         self._acked: dict[TopicPartition, set[int]] = {}
+        self._thread: UserCodeThread | None = None
+        self.call_times = CallTimes()
+        self._p99_at = 0.0
         self.status.target = spec.target_topic
         self.status.version = spec.version
         self.status.path = str(spec.path)
@@ -88,6 +101,11 @@ class TransformPipeline(ConsumerPipeline):
         log.info(
             "transform swapped pipeline=%s version=%s previous=%s", self.name, spec.version, old
         )
+
+    async def teardown(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
 
     # ---- setup --------------------------------------------------------------------
 
@@ -121,108 +139,52 @@ class TransformPipeline(ConsumerPipeline):
     async def process(self, batch: Batch) -> Commit:
         self._take_swap()
         spec = self.spec
-        fn = spec.deal_message
-        target = spec.target_topic
         producer = self.producer
-        produce = producer.client.produce
-        stop = self.policy == "stop"
-        #: index -> (tp, source message); failed deliveries are matched back to it.
-        sources: list[tuple[TopicPartition, Any]] = []
-        #: (source index, output) for every output queued in this batch.
-        outputs: list[tuple[int, OutRecord]] = []
-        failed: list[tuple[int, str, BaseException]] = []
-        commit: Commit = {}
-        filtered = 0
-        halt: PipelineHalted | None = None
-        acked = self._acked
+        job = _Job(self, self.policy == "stop", self._acked, self._timeout(), self._batch_budget())
         producer.take_failures()
+        thread = self._user_thread()
+        if spec.is_async:
+            future = thread.submit(self._run_async(job, batch))
+            complete = await watch(
+                future,
+                job.clock,
+                thread,
+                timeout=float("inf"),
+                stopping=lambda: self.should_stop,
+                on_abandon=lambda _index: None,
+            )
+        else:
+            future = thread.call(self._run_sync, job, batch)
+            complete = await watch(
+                future,
+                job.clock,
+                thread,
+                timeout=job.timeout,
+                stopping=lambda: self.should_stop,
+                on_abandon=lambda index: job.abandon(index),
+            )
+            if not complete:
+                # The stuck call keeps its thread; the next batch gets a new one.
+                self._thread = None
+                thread.stop()
+        self.call_times.add_many(job.call_times)
+        now = time.monotonic()
+        if now - self._p99_at >= 1.0:
+            self._p99_at = now
+            self.status.call_p99_ms = self.call_times.p99_ms()
+        self._seeks.update(job.seeks(batch, complete))
+        return await self._settle(job)
 
-        for tp, messages in batch.items():
-            skip = acked.get(tp)
-            for message in messages:
-                if skip and message.offset() in skip:
-                    continue
-                index = len(sources)
-                sources.append((tp, message))
-                try:
-                    result = fn(native_to_message(message))
-                    # The common case inline (one dict, text key and value, no
-                    # headers); everything else through the general normalizer.
-                    if type(result) is dict and not result.get("headers"):
-                        key = result.get("key")
-                        value = result.get("value")
-                        stamp = result.get("timestamp")
-                        if (
-                            type(value) is str
-                            and (key is None or type(key) is str)
-                            and (stamp is None or type(stamp) is int)
-                        ):
-                            outs = [
-                                OutRecord(
-                                    None if key is None else key.encode(),
-                                    value.encode(),
-                                    [],
-                                    stamp if stamp is None or stamp >= 0 else None,
-                                )
-                            ]
-                        else:
-                            outs = normalize_result(result)
-                    else:
-                        outs = normalize_result(result)
-                except (Exception, SystemExit) as exc:
-                    # SystemExit too (a transform calling sys.exit()/exit()): it must fail
-                    # this record, not escape the event loop and end the whole worker.
-                    stage = exc.stage if isinstance(exc, RecordError) else "transform"
-                    if stop:
-                        commit[tp] = message.offset()
-                        halt = self._halt_reason(message, stage, exc)
-                        break
-                    failed.append((index, stage, exc))
-                    continue
-                if not outs:
-                    filtered += 1
-                    continue
-                for out in outs:
-                    try:
-                        while True:
-                            try:
-                                if out.timestamp_ms is None:
-                                    produce(target, out.value, out.key, headers=out.headers or None)
-                                else:
-                                    produce(
-                                        target,
-                                        out.value,
-                                        out.key,
-                                        headers=out.headers or None,
-                                        timestamp=out.timestamp_ms,
-                                    )
-                                break
-                            except BufferError:
-                                # The client's queue is full: let it send, then go on.
-                                await producer.serve(0.1)
-                    except Exception as exc:
-                        error = _produce_error(exc, target)
-                        if stop:
-                            commit[tp] = message.offset()
-                            halt = self._halt_reason(message, "produce", error)
-                            break
-                        failed.append((index, "produce", error))
-                        break
-                    outputs.append((index, out))
-                if halt is not None:
-                    break
-            else:
-                if messages:
-                    commit[tp] = messages[-1].offset() + 1
-            if halt is not None:
-                break
-
-        # Dead letters of this batch, queued behind its outputs.
+    async def _settle(self, job: _Job) -> Commit:
+        """Dead letters, one wait for every acknowledgement, then what may be committed."""
+        target = self.spec.target_topic
+        producer = self.producer
+        sources, outputs, commit = job.sources, job.outputs, job.commit
+        halt = job.halt
         letters: list[tuple[int, asyncio.Future[Any] | None]] = []
-        for index, stage, failure in failed:
+        for index, stage, failure in job.failed:
             letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
 
-        # Wait once for every acknowledgement before anything is committed.
         await producer.wait_all(stopping=lambda: self.should_stop)
 
         # Every queued output is now acknowledged or failed; only failures are reported.
@@ -242,7 +204,7 @@ class TransformPipeline(ConsumerPipeline):
             self._remember_acked(sources, lost | {i for i, _ in letters})
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         for index, failure in sorted(bad.items()):
-            if stop:
+            if job.stop:
                 tp, message = sources[index]
                 self._cut(commit, tp, message.offset())
                 halt = halt or self._halt_reason(message, "produce", failure)
@@ -262,11 +224,183 @@ class TransformPipeline(ConsumerPipeline):
 
         self._acked = {}
         self.status.produced += len(outputs) - len(lost)
-        self.status.filtered += filtered
+        self.status.filtered += job.filtered
         if halt is not None:
             halt.commit = commit
             raise halt
         return commit
+
+    def _timeout(self) -> float:
+        return float(self.spec.timeout or self.settings.transform_timeout)
+
+    def _batch_budget(self) -> float:
+        # Stop taking records of a batch well before the group's poll deadline.
+        return self.settings.kafka.max_poll_interval_ms / 1000 / 2
+
+    def _user_thread(self) -> UserCodeThread:
+        if self._thread is None:
+            self._thread = UserCodeThread(self.name)
+        return self._thread
+
+    def _run_sync(self, job: _Job, batch: Batch) -> None:
+        """The batch on the user-code thread: message dict, ``deal_message``, produce."""
+        fn = self.spec.deal_message
+        clock = job.clock
+        claim = clock.claim
+        times = job.call_times
+        monotonic = time.monotonic
+        deadline = monotonic() + job.budget
+        for tp, messages in batch.items():
+            skip = job.acked.get(tp)
+            for message in messages:
+                if job.abandoned:
+                    return
+                if skip and message.offset() in skip:
+                    continue
+                index = len(job.sources)
+                job.sources.append((tp, message))
+                try:
+                    try:
+                        data = native_to_message(message)
+                        clock.index = index
+                        clock.started = started = monotonic()
+                        result = fn(data)
+                        clock.started = 0.0
+                        times.append(monotonic() - started)
+                    except _Interrupt:
+                        raise
+                    except (Exception, SystemExit) as exc:
+                        # SystemExit too (a transform calling sys.exit()/exit()): it must
+                        # fail this record, not end the worker.
+                        clock.started = 0.0
+                        if not claim(index, "done"):
+                            raise _Interrupt() from None
+                        if job.fail(tp, message, index, exc):
+                            return
+                        continue
+                    if not claim(index, "done"):
+                        raise _Interrupt()
+                except _Interrupt:
+                    # The watchdog timed this call out (and owns its fate): absorb the
+                    # interrupt wherever it lands, then fail the record with stage timeout.
+                    clock.started = 0.0
+                    _absorb(clock, index)
+                    if job.abandoned:
+                        return
+                    if job.fail(tp, message, index, TransformTimeout(job.timeout)):
+                        return
+                    continue
+                if not self._queue(job, tp, message, index, result):
+                    return
+                if monotonic() > deadline:
+                    job.cut(tp, message.offset() + 1)
+                    return
+            else:
+                if messages:
+                    job.commit[tp] = messages[-1].offset() + 1
+
+    async def _run_async(self, job: _Job, batch: Batch) -> None:
+        """An ``async def deal_message`` batch: calls run concurrently, outputs in order."""
+        fn = self.spec.deal_message
+        limit = asyncio.Semaphore(self.spec.concurrency or self.settings.transform_concurrency)
+        timeout = job.timeout
+        times = job.call_times
+
+        async def call(message: Any) -> Any:
+            async with limit:
+                data = native_to_message(message)
+                started = time.monotonic()
+                try:
+                    return await asyncio.wait_for(fn(data), timeout)
+                except TimeoutError:
+                    raise TransformTimeout(timeout) from None
+                finally:
+                    times.append(time.monotonic() - started)
+
+        plan: list[tuple[TopicPartition, list[tuple[Any, int, asyncio.Future[Any]]]]] = []
+        for tp, messages in batch.items():
+            skip = job.acked.get(tp)
+            entries: list[tuple[Any, int, asyncio.Future[Any]]] = []
+            for message in messages:
+                if skip and message.offset() in skip:
+                    continue
+                index = len(job.sources)
+                job.sources.append((tp, message))
+                entries.append((message, index, asyncio.ensure_future(call(message))))
+            plan.append((tp, entries))
+        try:
+            for tp, entries in plan:
+                for message, index, task in entries:
+                    try:
+                        result = await task
+                    except (Exception, SystemExit) as exc:
+                        if job.fail(tp, message, index, exc):
+                            return
+                        continue
+                    if not self._queue(job, tp, message, index, result):
+                        return
+                if batch[tp]:
+                    job.commit[tp] = batch[tp][-1].offset() + 1
+        finally:
+            for _tp, entries in plan:
+                for _message, _index, task in entries:
+                    task.cancel()
+
+    def _queue(self, job: _Job, tp: TopicPartition, message: Any, index: int, result: Any) -> bool:
+        """Produce ``result``'s outputs; False when the batch must end (halt)."""
+        try:
+            # The common case inline (one dict, text key and value, no headers);
+            # everything else through the general normalizer.
+            if type(result) is dict and not result.get("headers"):
+                key = result.get("key")
+                value = result.get("value")
+                stamp = result.get("timestamp")
+                if (
+                    type(value) is str
+                    and (key is None or type(key) is str)
+                    and (stamp is None or type(stamp) is int)
+                ):
+                    outs = [
+                        OutRecord(
+                            None if key is None else key.encode(),
+                            value.encode(),
+                            [],
+                            stamp if stamp is None or stamp >= 0 else None,
+                        )
+                    ]
+                else:
+                    outs = normalize_result(result)
+            else:
+                outs = normalize_result(result)
+        except Exception as exc:
+            return not job.fail(tp, message, index, exc)
+        if not outs:
+            job.filtered += 1
+            return True
+        produce = self.producer.client.produce
+        target = self.spec.target_topic
+        for out in outs:
+            try:
+                while True:
+                    try:
+                        if out.timestamp_ms is None:
+                            produce(target, out.value, out.key, headers=out.headers or None)
+                        else:
+                            produce(
+                                target,
+                                out.value,
+                                out.key,
+                                headers=out.headers or None,
+                                timestamp=out.timestamp_ms,
+                            )
+                        break
+                    except BufferError:
+                        # The client's queue is full: let it send and report, then go on.
+                        self.producer.serve_from_thread(0.1)
+            except Exception as exc:
+                return not job.fail(tp, message, index, _produce_error(exc, target), "produce")
+            job.outputs.append((index, out))
+        return True
 
     @staticmethod
     def _cut(commit: Commit, tp: TopicPartition, offset: int) -> None:
@@ -325,6 +459,88 @@ class TransformPipeline(ConsumerPipeline):
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
             return failed
+
+
+class _Job:
+    """One batch's state, filled on the user-code thread and read on the event loop after."""
+
+    def __init__(
+        self,
+        pipeline: TransformPipeline,
+        stop: bool,
+        acked: dict[TopicPartition, set[int]],
+        timeout: float,
+        budget: float,
+    ) -> None:
+        self.pipeline = pipeline
+        self.stop = stop
+        self.acked = acked
+        self.timeout = timeout
+        self.budget = budget
+        self.clock = CallClock()
+        #: index -> (tp, source message); failed deliveries are matched back to it.
+        self.sources: list[tuple[TopicPartition, Any]] = []
+        #: (source index, output) for every output queued.
+        self.outputs: list[tuple[int, OutRecord]] = []
+        self.failed: list[tuple[int, str, BaseException]] = []
+        self.commit: Commit = {}
+        self.filtered = 0
+        self.halt: PipelineHalted | None = None
+        self.call_times: list[float] = []
+        self.ended_early = False
+        self.abandoned = False
+
+    def fail(
+        self,
+        tp: TopicPartition,
+        message: Any,
+        index: int,
+        exc: BaseException,
+        stage: str | None = None,
+    ) -> bool:
+        """Route a failed record; True when the batch must end here (``stop``)."""
+        if stage is None:
+            stage = exc.stage if isinstance(exc, RecordError | TransformTimeout) else "transform"
+        if self.stop:
+            self.commit[tp] = message.offset()
+            self.halt = self.pipeline._halt_reason(message, stage, exc)
+            return True
+        self.failed.append((index, stage, exc))
+        return False
+
+    def cut(self, tp: TopicPartition, next_offset: int) -> None:
+        """End the batch early: ``tp`` is done up to ``next_offset``; the rest is read again."""
+        self.commit[tp] = next_offset
+        self.ended_early = True
+
+    def abandon(self, index: int) -> None:
+        """The call of record ``index`` was left behind: it timed out; the batch ends."""
+        self.abandoned = True
+        tp, message = self.sources[index]
+        if not self.fail(tp, message, index, TransformTimeout(self.timeout)):
+            self.cut(tp, message.offset() + 1)
+
+    def seeks(self, batch: Batch, complete: bool) -> dict[TopicPartition, int]:
+        """Where to read again after a batch that ended early (not for a halt)."""
+        if self.halt is not None or (complete and not self.ended_early):
+            return {}
+        out = {}
+        for tp, messages in batch.items():
+            if not messages:
+                continue
+            resume = self.commit.get(tp, messages[0].offset())
+            if resume <= messages[-1].offset():
+                out[tp] = resume
+        return out
+
+
+def _absorb(clock: CallClock, index: int) -> None:
+    """Wait for the watchdog's interrupt of ``index`` (it claimed the record) and swallow it."""
+    for _ in range(int(ABANDON_GRACE_S / 0.001) * 2):
+        try:
+            time.sleep(0.001)
+        except _Interrupt:
+            return
 
 
 def _source_of(msg: Any, outputs: list[tuple[int, OutRecord]], taken: set[int]) -> int:

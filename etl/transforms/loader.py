@@ -9,6 +9,7 @@ other files still run.
 from __future__ import annotations
 
 import ast
+import inspect
 import hashlib
 import re
 import traceback
@@ -43,8 +44,17 @@ class TransformSpec:
     dead_letter_topic: str | None = None
     #: Short hash of what was loaded (file text, or rendered template), logged as the version.
     version: str = ""
+    #: Seconds one call may take (``TIMEOUT``); None = the ``transform_timeout`` setting.
+    timeout: float | None = None
+    #: Calls in flight for ``async def deal_message`` (``CONCURRENCY``); None = the setting.
+    concurrency: int | None = None
     origin: str = "python"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_async(self) -> bool:
+        """True for ``async def deal_message``."""
+        return inspect.iscoroutinefunction(self.deal_message)
 
     def same_topology(self, other: TransformSpec) -> bool:
         """True when a swap keeps the consumer: same topics and options."""
@@ -174,6 +184,16 @@ def compile_transform(
             problems.append(
                 (f"DEAD_LETTER_TOPIC {dead_letter_topic!r} must differ from the topics", line)
             )
+    timeout = setting("TIMEOUT")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        problems.append(("TIMEOUT must be a positive number of seconds", lines.get("TIMEOUT")))
+    concurrency = setting("CONCURRENCY")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024
+    ):
+        problems.append(("CONCURRENCY must be an int from 1 to 1024", lines.get("CONCURRENCY")))
     if problems:
         message = "; ".join(text for text, _ in problems)
         line = next((ln for _, ln in problems if ln), None)
@@ -189,6 +209,8 @@ def compile_transform(
         on_error=on_error,
         target_partitions=partitions,
         dead_letter_topic=dead_letter_topic,
+        timeout=float(timeout) if timeout is not None else None,
+        concurrency=concurrency,
         version=content_version(source),
         origin=origin,
     )
