@@ -137,9 +137,30 @@ def run_worker(settings: ETLSettings, loglevel: str | None = None) -> None:
 @main.command()
 @CONFIG_OPTION
 @click.option("--loglevel", "-l", default=None, help="debug, info, warning or error.")
-def worker(config: str | None, loglevel: str | None) -> None:
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes in the same consumer groups (default: `processes` in etl.yaml, 1).",
+)
+def worker(config: str | None, loglevel: str | None, processes: int | None) -> None:
     """Run the worker: every transform, sink and source of the configuration."""
     settings = _settings(config)
+    count = processes or settings.processes
+    if count > 1:
+        import logging
+
+        from etl.processes import ProcessSupervisor
+
+        logging.basicConfig(
+            level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s %(message)s"
+        )
+        click.echo(
+            f"starting {count} worker processes; web ports {settings.web.port}.."
+            f"{settings.web.port + count - 1}, files in {settings.data_dir}/process-N"
+        )
+        raise SystemExit(ProcessSupervisor(settings, count, loglevel).run())
     choose_web_port(settings, move=False)
     run_worker(settings, loglevel)
 
@@ -225,10 +246,14 @@ def test_transform(
     message = make_message(
         key, value, topic=topic or spec.source_topic, headers=_parse_pairs(headers)
     )
+    from etl.config import ETLSettings
+    from etl.runtime.usercode import call_once
+
+    timeout = spec.timeout or ETLSettings.model_fields["transform_timeout"].default
     try:
-        result = spec.deal_message(message)
+        result = call_once(spec.deal_message, message, timeout)
         normalize_result(result)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
         where = f"{path}:{frames[-1].lineno}: " if frames else f"{path}: "
         fail(f"{where}{type(exc).__name__}: {exc}")

@@ -170,3 +170,37 @@ async def watch(
             )
             on_abandon(index)
             return False
+
+
+def call_once(fn: Callable[[dict[str, Any]], Any], message: dict[str, Any], timeout: float) -> Any:
+    """One call as the worker makes it (``etl test-transform``): off this thread, time-limited.
+
+    A sync function runs on a daemon thread (a stuck one is left behind); an async
+    one under ``asyncio.wait_for``. Raises what the function raised (SystemExit
+    included) or :class:`TransformTimeout`.
+    """
+    if asyncio.iscoroutinefunction(fn):
+
+        async def run() -> Any:
+            try:
+                return await asyncio.wait_for(fn(message), timeout)
+            except TimeoutError:
+                raise TransformTimeout(timeout) from None
+
+        return asyncio.run(run())
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(message)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="etl-user-test", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TransformTimeout(timeout)
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
