@@ -311,7 +311,9 @@ class TransformPipeline(ConsumerPipeline):
                 data = native_to_message(message)
                 started = time.monotonic()
                 try:
-                    return await asyncio.wait_for(fn(data), timeout)
+                    # asyncio.timeout, not wait_for: no extra task per call.
+                    async with asyncio.timeout(timeout):
+                        return await fn(data)
                 except TimeoutError:
                     raise TransformTimeout(timeout) from None
                 finally:

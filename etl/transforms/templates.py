@@ -179,6 +179,7 @@ def render_template(
     on_error: str | None = None,
     target_partitions: int | None = None,
     dead_letter_topic: str | None = None,
+    timeout: float | None = None,
     origin: str = "",
 ) -> str:
     """Python source of the transform ``name`` renders to (params validated first)."""
@@ -194,6 +195,7 @@ def render_template(
         on_error=on_error,
         target_partitions=target_partitions,
         dead_letter_topic=dead_letter_topic,
+        timeout=timeout,
         params=model.render_context(),
     )
 
@@ -215,6 +217,8 @@ class TemplateFile(BaseModel):
     target_partitions: int | None = Field(default=None, ge=1)
     #: This transform's dead-letter topic; unset = ``errors.dead_letter_topic``.
     dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
+    #: Seconds one call may take; unset = ``transform_timeout``.
+    timeout: float | None = Field(default=None, gt=0)
 
 
 Loc = tuple[str | int, ...]
@@ -342,6 +346,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
         on_error=spec_file.on_error,
         target_partitions=spec_file.target_partitions,
         dead_letter_topic=spec_file.dead_letter_topic,
+        timeout=spec_file.timeout,
         origin=path.name,
     )
     spec = compile_transform(source, path, origin=f"template:{template.name}")
