@@ -34,7 +34,7 @@ from aiokafka import TopicPartition
 
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.kafka import describe_error
-from sinks.base import RecordFailure, Sink, SinkBatch
+from sinks.base import RecordFailure, Sink, SinkBatch, record_failure
 from sinks.sql.config import SqlSinkConfig
 from sinks.sql.rows import RowBuilder, RowOp
 from sinks.sql.table import PlannedColumn, TableInfo, pk_columns, planned_columns, required_columns
@@ -243,8 +243,8 @@ class SqlSink(Sink[SqlConfigT]):
                 table = tables[record.topic] = await self.table(self.config.table_for(record.topic))
             try:
                 ops.append(build(record, table))
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
+            except Exception as exc:  # whatever one record's data raises: a record error
+                failures.append(record_failure(record, exc))
         if failures and batch.halt_on_failure:
             cut = {id(op) for op in after_first_failure(ops, [f.record for f in failures])}
             ops = [op for op in ops if id(op) not in cut]
