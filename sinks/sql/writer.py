@@ -323,7 +323,7 @@ class SqlSink(Sink[SqlConfigT]):
                     await self.execute(statement)
             return []
         except Exception as exc:
-            if self.classify(exc) != "record":
+            if self._kind(exc) != "record":
                 raise
             self.log.info(
                 "batch rejected, isolating bad rows sink=%s rows=%d error=%r",
@@ -360,7 +360,7 @@ class SqlSink(Sink[SqlConfigT]):
             async with self.savepoint():
                 await self.execute(statement)
         except Exception as exc:
-            if self.classify(exc) != "record":
+            if self._kind(exc) != "record":
                 raise
             if len(statement.ops) == 1:
                 bad.append((statement.ops[0], exc))
@@ -368,6 +368,13 @@ class SqlSink(Sink[SqlConfigT]):
             first, second = statement.halves()
             await self._isolate(first, bad)
             await self._isolate(second, bad)
+
+    def _kind(self, exc: BaseException) -> ErrorKind | None:
+        """:meth:`classify`, and a value the driver cannot encode (a lone surrogate in a
+        JSON string) is about that row too."""
+        if isinstance(exc, UnicodeError):
+            return "record"
+        return self.classify(exc)
 
     def _record_error(self, exc: BaseException) -> RecordError:
         error = RecordError(" ".join(self.redact(describe_error(exc)).split()))

@@ -145,6 +145,11 @@ class SqlConformanceHarness(ConformanceHarness):
         "pk_fields": ["id"],
     }
     holds_back: ClassVar[bool] = True
+    # A pt column from the record's timestamp: a year-10000 one has no pt.
+    hostile_options: ClassVar[dict[str, Any]] = {"partition_time": "record"}
+    must_route: ClassVar[frozenset[str]] = frozenset(
+        {"year-10000", "rejected-by-destination", "value-5mib", "empty-value", "tombstone"}
+    )
 
     def __init__(self, target: SqlTarget) -> None:
         self.target = target
