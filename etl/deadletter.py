@@ -220,27 +220,18 @@ class DeadLetterWriter:
         return await self._produce(record, letter, topic)
 
     async def deliver(
-        self,
-        record: SourceRecord,
-        *,
-        pipeline: str,
-        stage: str,
-        exc: BaseException,
-        topic: str | None = None,
-        extra: dict[str, str] | None = None,
+        self, record: SourceRecord, *, topic: str | None = None, **context: Any
     ) -> None:
-        """Send the dead letter and wait for the ack; a dead letter the broker refuses as
-        too large is sent again in its smallest form. Raises :class:`DeadLetterRefused`
-        when that is refused too; other Kafka errors (broker unavailable) propagate."""
-        headers = dead_letter_headers(
-            record, pipeline=pipeline, stage=stage, exc=exc, redact=self.redact, extra=extra
-        )
-        letter = fit_dead_letter(record.key, record.value, headers, self.limit)
+        """As :meth:`send` (the same arguments), and wait for the ack; a dead letter the
+        broker refuses as too large is sent again in its smallest form. Raises
+        :class:`DeadLetterRefused` when that is refused too; other Kafka errors (broker
+        unavailable) propagate."""
         try:
-            await (await self._produce(record, letter, topic))
+            await (await self.send(record, topic=topic, **context))
             return
         except TOO_LARGE as first:
             refused: BaseException = first
+        headers = dead_letter_headers(record, redact=self.redact, **context)
         smallest = smallest_dead_letter(record.key, record.value, headers)
         try:
             await (await self._produce(record, smallest, topic))

@@ -304,8 +304,15 @@ class SinkConformance:
         items = [item(n) for n in (1, 2, 3, 4, 5)]
         items[2] = (items[2][0], harness.bad_value)
         await produce(bootstrap, topic, items)
+        pipeline, config, settings = self._pipeline(harness, bootstrap, topic, **options)
+        return pipeline, config, settings, topic
+
+    def _pipeline(
+        self, harness: ConformanceHarness, bootstrap: str, topic: str, **options: Any
+    ) -> tuple[Any, SinkConfigBase, ETLSettings]:
+        """A sink pipeline reading ``topic`` from the beginning, with a short linger."""
         config = harness.config(
-            name=_name("rules"),
+            name=_name(topic.split("-")[0]),
             topics=[topic],
             start_offset="earliest",
             linger_ms=100,
@@ -313,11 +320,10 @@ class SinkConformance:
             **options,
         )
         settings = harness.settings(bootstrap)
-        pipeline_class = sink_pipeline_factory(harness.sink_class)
-        pipeline = pipeline_class(
+        pipeline = sink_pipeline_factory(harness.sink_class)(
             config, settings=settings, redact=Redactor(settings.secret_values())
         )
-        return pipeline, config, settings, topic
+        return pipeline, config, settings
 
     async def _committed_after(self, pipeline: Any, topic: str, bootstrap: str) -> int | None:
         return await _committed(bootstrap, pipeline.group_id, TopicPartition(topic, 0))
@@ -408,19 +414,13 @@ class SinkConformance:
         errors = _name("errors")
         await create_topic(kafka_bootstrap, topic, 1)
         produced = await produce_hostile(kafka_bootstrap, topic)
-        config = harness.config(
-            name=_name("hostile"),
-            topics=[topic],
-            start_offset="earliest",
-            linger_ms=100,
-            retry_backoff_ms=100,
+        pipeline, config, settings = self._pipeline(
+            harness,
+            kafka_bootstrap,
+            topic,
             runtime_error_topic=errors,
             skip_error=False,
             **harness.hostile_options,
-        )
-        settings = harness.settings(kafka_bootstrap)
-        pipeline = sink_pipeline_factory(harness.sink_class)(
-            config, settings=settings, redact=Redactor(settings.secret_values())
         )
         states: set[str] = set()
         await pipeline.start()

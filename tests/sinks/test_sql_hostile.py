@@ -19,6 +19,7 @@ from etl.testing.kafka import create_topic, read_all
 from sinks.base import sink_pipeline_factory
 from tests.sinks.conformance import ConformanceHarness, _committed, _until, make_record
 from tests.sinks.sqlharness import SqlTarget, unique_table
+from tests.sinks.test_sql_worker import sink
 
 pytestmark = pytest.mark.kafka
 
@@ -36,14 +37,8 @@ async def run_sink(
     settings = ConformanceHarness().settings(bootstrap)
     kafka = options.pop("kafka", {})
     settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
-    config = target.config(
-        name=name,
-        topics=[topic],
-        start_offset="earliest",
-        linger_ms=100,
-        retry_backoff_ms=100,
-        auto_create=True,
-        **options,
+    config = target.config_class.model_validate(
+        sink(target, name, topic, auto_create=True, format="TEXT", mode="VALUE", **options)
     )
     pipeline = sink_pipeline_factory(target.sink_class)(
         config, settings=settings, redact=Redactor(settings.secret_values())
@@ -77,8 +72,6 @@ async def test_an_unwritable_dead_letter_halts_once_and_writes_no_row_twice(
         topic,
         name,
         table=table,
-        format="TEXT",
-        mode="VALUE",
         runtime_error_topic=errors,
         kafka={"max_request_size": 1024},
     )
@@ -114,8 +107,6 @@ async def test_a_5_mib_record_goes_to_the_error_topic_in_reduced_form(
         topic,
         f"big-{uid}",
         table=table,
-        format="TEXT",
-        mode="VALUE",
         runtime_error_topic=errors,
     )
     try:
