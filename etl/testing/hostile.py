@@ -93,7 +93,8 @@ def hostile_records() -> list[HostileRecord]:
         HostileRecord("rejected-by-destination", b"15", _value(15, {"nested": ["x"] * 100}), 15),
         HostileRecord("lone-surrogate", b"16", b'{"id": 16, "name": "\\ud800"}', 16),
         HostileRecord("keyless-tombstone", None, None, 17, carries_id=False),
-        HostileRecord("plain-last", b"18", _value(18), 18, plain=True),
+        HostileRecord("not-a-number", b"18", b'{"id": 18, "name": NaN}', 18),
+        HostileRecord("plain-last", b"19", _value(19), 19, plain=True),
     ]
 
 

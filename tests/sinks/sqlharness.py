@@ -148,7 +148,14 @@ class SqlConformanceHarness(ConformanceHarness):
     # A pt column from the record's timestamp: a year-10000 one has no pt.
     hostile_options: ClassVar[dict[str, Any]] = {"partition_time": "record"}
     must_route: ClassVar[frozenset[str]] = frozenset(
-        {"year-10000", "rejected-by-destination", "value-5mib", "empty-value", "tombstone"}
+        {
+            "year-10000",
+            "rejected-by-destination",
+            "value-5mib",
+            "empty-value",
+            "tombstone",
+            "not-a-number",
+        }
     )
 
     def __init__(self, target: SqlTarget) -> None:
