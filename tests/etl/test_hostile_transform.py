@@ -89,12 +89,16 @@ def assert_once_each(report: dict[str, tuple[int, int]], states: set[str]) -> No
 def test_the_hostile_set_through_a_transform(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
-    records = [r for r in HOSTILE if r.name not in ("value-5mib", "keyless-tombstone")]
+    # The keyless tombstone has a test of its own (it crashes the current runtime).
+    records = [r for r in HOSTILE if r.name != "keyless-tombstone"]
     report, dead, states = run_through_transform(tmp_path, kafka_bootstrap, uid, records)
     assert_once_each(report, states)
-    for name in ("non-utf8-key", "non-utf8-value"):
+    for name in ("non-utf8-key", "non-utf8-value", "value-5mib"):
         assert report[name] == (0, 1), (name, report)
-    assert all(dict(r.headers)["etl.stage"] == b"decode" for r in dead)
+    stages = {dict(r.headers)["etl.source.offset"]: dict(r.headers) for r in dead}
+    big = stages[str(records.index(next(r for r in records if r.name == "value-5mib"))).encode()]
+    assert big["etl.truncated"] == b"true"
+    assert sorted(h["etl.stage"] for h in stages.values()) == [b"decode", b"decode", b"produce"]
 
 
 @RUNTIME_XFAIL

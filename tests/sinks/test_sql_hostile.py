@@ -128,3 +128,32 @@ async def test_a_5_mib_record_goes_to_the_error_topic_in_reduced_form(
     assert headers["etl.source.offset"] == b"2"
     assert big.startswith(dead.value)
     assert 1024 * 1024 - 8192 < len(dead.value) < 1024 * 1024
+
+
+async def test_a_hostile_topic_name_is_one_quoted_table(
+    sql_target: SqlTarget, kafka_bootstrap: str
+) -> None:
+    # Quotes, a statement end, format placeholders and a comment: one table of that name.
+    uid = uuid.uuid4().hex[:8]
+    topic = f"h{uid}'\"`;%s%%--)"
+    await create_topic(kafka_bootstrap, topic, 1)
+    await produce_hostile(kafka_bootstrap, topic, text_records(b"v3"))
+    pipeline, _ = await run_sink(
+        sql_target, kafka_bootstrap, topic, f"tables-{uid}", table="{topic}_rows"
+    )
+    table = f"{topic}_rows"
+    try:
+
+        async def landed() -> bool:
+            return sql_target.table_exists(table) and sql_target.count(table) == 5
+
+        await _until(landed, what="5 rows in the table named after the topic")
+    finally:
+        await pipeline.stop()
+    assert sorted(row[0] for row in sql_target.rows(table, "value")) == [
+        "v1",
+        "v2",
+        "v3",
+        "v4",
+        "v5",
+    ]
