@@ -32,8 +32,16 @@ def text_records(bad_value: bytes) -> list[HostileRecord]:
 
 
 async def run_sink(
-    target: SqlTarget, bootstrap: str, topic: str, name: str, **options: Any
+    target: SqlTarget,
+    bootstrap: str,
+    topic: str,
+    records: list[HostileRecord],
+    name: str,
+    **options: Any,
 ) -> tuple[Any, Any]:
+    """Produce ``records`` to a new ``topic``; a started TEXT/VALUE sink pipeline reading it."""
+    await create_topic(bootstrap, topic, 1)
+    await produce_hostile(bootstrap, topic, records)
     settings = ConformanceHarness().settings(bootstrap)
     kafka = options.pop("kafka", {})
     settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
@@ -63,13 +71,12 @@ async def test_an_unwritable_dead_letter_halts_once_and_writes_no_row_twice(
     )
     smallest = smallest_dead_letter(probe.key, probe.value, headers)
     assert record_bytes(smallest.key, smallest.value, smallest.headers) > 1024
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_hostile(kafka_bootstrap, topic, text_records(bad))
     errors = f"errors-{uid}"
     pipeline, _ = await run_sink(
         sql_target,
         kafka_bootstrap,
         topic,
+        text_records(bad),
         name,
         table=table,
         runtime_error_topic=errors,
@@ -98,13 +105,12 @@ async def test_a_5_mib_record_goes_to_the_error_topic_in_reduced_form(
     topic = f"big-{uid}"
     table = unique_table("big")
     big = b"\xff" + b"x" * (FIVE_MIB - 1)  # not UTF-8: a TEXT row rejects it
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_hostile(kafka_bootstrap, topic, text_records(big))
     errors = f"errors-{uid}"
     pipeline, _ = await run_sink(
         sql_target,
         kafka_bootstrap,
         topic,
+        text_records(big),
         f"big-{uid}",
         table=table,
         runtime_error_topic=errors,
@@ -136,10 +142,13 @@ async def test_a_hostile_topic_name_is_one_quoted_table(
     # Quotes, a statement end, format placeholders and a comment: one table of that name.
     uid = uuid.uuid4().hex[:8]
     topic = f"h{uid}'\"`;%s%%--)"
-    await create_topic(kafka_bootstrap, topic, 1)
-    await produce_hostile(kafka_bootstrap, topic, text_records(b"v3"))
     pipeline, _ = await run_sink(
-        sql_target, kafka_bootstrap, topic, f"tables-{uid}", table="{topic}_rows"
+        sql_target,
+        kafka_bootstrap,
+        topic,
+        text_records(b"v3"),
+        f"tables-{uid}",
+        table="{topic}_rows",
     )
     table = f"{topic}_rows"
     try:
