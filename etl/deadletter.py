@@ -57,7 +57,7 @@ DEFAULT_MAX_REQUEST_SIZE = 1048576
 #: Bytes of a record batch around one record: batch header (61), record overhead (21),
 #: and room for the varints of key, value and headers.
 RECORD_OVERHEAD = 128
-#: Errors that say a record is too large for the producer or the broker.
+#: aiokafka's errors that say a record is too large for the producer or the broker.
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 Headers = list[tuple[str, bytes]]
@@ -90,6 +90,13 @@ class DeadLetter:
     @property
     def truncated(self) -> bool:
         return any(k == "etl.truncated" for k, _ in self.headers)
+
+
+def refused_as_record(exc: BaseException) -> bool:
+    """True when the producer or broker refused the record itself (too large, invalid),
+    not the connection: aiokafka's size errors, or any error with ``record_error`` set
+    (the librdkafka producer's :class:`~etl.runtime.native.ProduceError`)."""
+    return isinstance(exc, TOO_LARGE) or getattr(exc, "record_error", False) is True
 
 
 def record_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, Any]]) -> int:
@@ -180,7 +187,7 @@ class DeadLetterWriter:
     """Produces failed records to the dead-letter (or error) topic.
 
     ``max_request_size``: the producer's limit, which a dead letter is fitted to; by
-    default the producer's own setting (aiokafka keeps it as ``_max_request_size``).
+    default the producer's own ``max_request_size`` (aiokafka's ``_max_request_size``).
     """
 
     def __init__(
@@ -199,7 +206,11 @@ class DeadLetterWriter:
     @property
     def limit(self) -> int:
         """Bytes one dead letter may take."""
-        size = self.max_request_size or getattr(self.producer, "_max_request_size", None)
+        size = (
+            self.max_request_size
+            or getattr(self.producer, "max_request_size", None)
+            or getattr(self.producer, "_max_request_size", None)
+        )
         return size if isinstance(size, int) and size > 0 else DEFAULT_MAX_REQUEST_SIZE
 
     async def send(
@@ -223,20 +234,24 @@ class DeadLetterWriter:
         self, record: SourceRecord, *, topic: str | None = None, **context: Any
     ) -> None:
         """As :meth:`send` (the same arguments), and wait for the ack; a dead letter the
-        broker refuses as too large is sent again in its smallest form. Raises
-        :class:`DeadLetterRefused` when that is refused too; other Kafka errors (broker
-        unavailable) propagate."""
+        producer or broker refuses as a record (too large, invalid) is sent again in its
+        smallest form. Raises :class:`DeadLetterRefused` when that is refused too; other
+        errors (broker unavailable) propagate."""
         try:
             await (await self.send(record, topic=topic, **context))
             return
-        except TOO_LARGE as first:
+        except Exception as first:
+            if not refused_as_record(first):
+                raise
             refused: BaseException = first
         headers = dead_letter_headers(record, redact=self.redact, **context)
         smallest = smallest_dead_letter(record.key, record.value, headers)
         try:
             await (await self._produce(record, smallest, topic))
             return
-        except TOO_LARGE as second:
+        except Exception as second:
+            if not refused_as_record(second):
+                raise
             refused = second
         raise DeadLetterRefused(
             f"dead letter of {record.topic}/{record.partition}@{record.offset} refused by "

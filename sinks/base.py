@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
-from etl.deadletter import DeadLetterRefused, DeadLetterWriter
+from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
 from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
@@ -54,6 +54,18 @@ class RecordFailure:
 
     record: Any
     error: BaseException
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when a produce failed because the broker is unavailable (worth a retry)."""
+    if refused_as_record(exc):
+        return False
+    if isinstance(exc, KafkaError):  # aiokafka
+        return bool(getattr(exc, "retriable", False)) or isinstance(
+            exc, KafkaConnectionError | KafkaTimeoutError
+        )
+    # librdkafka's ProduceError without record_error: timed out, transport, leader moved.
+    return isinstance(exc, RetriableError) or hasattr(exc, "record_error")
 
 
 def coordinates(record: Any) -> str:
@@ -422,22 +434,23 @@ class SinkPipeline(ConsumerPipeline):
             return await self.dead_letters.send(
                 failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
             )
-        except KafkaError as exc:
+        except Exception as exc:  # looked at again, one by one, in _deliver
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
 
     async def _deliver(self, failure: RecordFailure) -> None:
-        """One dead letter, acknowledged; an unavailable broker is a RetriableError."""
+        """One dead letter, acknowledged; an unavailable broker is a RetriableError, a
+        letter refused for any other reason a DeadLetterRefused."""
         assert self.dead_letters is not None
         try:
             await self.dead_letters.deliver(
                 failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
             )
-        except KafkaError as exc:
-            if getattr(exc, "retriable", False) or isinstance(
-                exc, KafkaConnectionError | KafkaTimeoutError
-            ):
+        except DeadLetterRefused:
+            raise
+        except Exception as exc:
+            if unavailable(exc):
                 raise RetriableError(describe_error(exc)) from exc
             raise DeadLetterRefused(
                 f"dead letter of {coordinates(failure.record)} refused: {describe_error(exc)}"

@@ -25,7 +25,6 @@ from etl.testing.worker import WorkerProcess, write_config
 
 pytestmark = pytest.mark.kafka
 
-RUNTIME_XFAIL = pytest.mark.xfail(reason="transform runtime: lead's rewrite", strict=False)
 NAME = "hostile"
 
 
@@ -89,7 +88,7 @@ def assert_once_each(report: dict[str, tuple[int, int]], states: set[str]) -> No
 def test_the_hostile_set_through_a_transform(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
-    # The keyless tombstone has a test of its own (it crashes the current runtime).
+    # The keyless tombstone has a test of its own.
     records = [r for r in HOSTILE if r.name != "keyless-tombstone"]
     report, dead, states = run_through_transform(tmp_path, kafka_bootstrap, uid, records)
     assert_once_each(report, states)
@@ -101,7 +100,6 @@ def test_the_hostile_set_through_a_transform(
     assert sorted(h["etl.stage"] for h in stages.values()) == [b"decode", b"decode", b"produce"]
 
 
-@RUNTIME_XFAIL
 def test_a_keyless_tombstone_through_a_transform(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
