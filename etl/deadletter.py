@@ -30,11 +30,12 @@ fit, the original headers are left out, then the key is cut too.
 
 A record with neither key nor value (a keyless tombstone) is dead-lettered with
 an empty value and ``etl.original.value: null`` (Kafka needs one of the two).
-When the broker refuses a dead letter as too large (its ``max.message.bytes``
-is below the producer's ``max_request_size``), :meth:`DeadLetterWriter.deliver`
-sends it again in its smallest form (no value, key and original headers); when
-that is refused too, it raises :class:`DeadLetterRefused` and the caller halts
-at that record: nothing is committed past it.
+When the producer or broker refuses a dead letter as a record (too large: the
+topic's ``max.message.bytes`` is below the producer's ``max_request_size``; an
+invalid record), :meth:`DeadLetterWriter.deliver` sends it again in its
+smallest form (no value, key and original headers); when that is refused too, it
+raises :class:`DeadLetterRefused` and the caller halts at that record: nothing
+is committed past it.
 """
 
 from __future__ import annotations
