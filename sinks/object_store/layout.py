@@ -53,7 +53,8 @@ class PathLayout:
         self, root: str, instance_id: str, layout: str, *, time_source: str, timezone: str
     ) -> None:
         self.root = root.rstrip("/")
-        self.instance_id = path_segment(instance_id)
+        # Empty for a layout without the instance level (the lake layout).
+        self.instance_id = path_segment(instance_id) if instance_id else ""
         self.pattern = LAYOUT_PATTERNS[layout]
         self.wall_clock = time_source == "wall_clock"
         self.zone = ZoneInfo(timezone)

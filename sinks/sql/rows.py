@@ -31,19 +31,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from etl.errors import RecordError
+from sinks.jsonvalue import loads as _loads
 from sinks.sql.config import FIXED_COLUMNS, SqlSinkConfig
 from sinks.sql.table import TableInfo, payload_columns, pk_columns
 
 PT_FORMATS = {"DAY": "%m-%d-%Y", "HOUR": "%m-%d-%Y %H", "MINUTE": "%m-%d-%Y %H:%M"}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _no_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; a database has no literal for them either.
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_loads = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 @dataclass(slots=True)

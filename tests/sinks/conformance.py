@@ -428,7 +428,7 @@ class SinkConformance:
             async def done() -> bool:
                 state = str(pipeline.status.state)
                 if state in ("failed", "stopped"):
-                    raise AssertionError(f"the sink must not {state}: {pipeline.status.error}")
+                    raise AssertionError(f"the sink is {state}: {pipeline.status.error}")
                 committed = await self._committed_after(pipeline, topic, kafka_bootstrap)
                 return committed == len(produced)
 
