@@ -436,8 +436,9 @@ class MySQLBinlogSource(Service):
             rows += item.rows
             mark = item.mark or mark
             halt = item.halt or halt
-        # One wait for every acknowledgement before the position moves.
-        await producer.wait_all()
+        # One wait for every acknowledgement before the position moves; a stop while
+        # the broker is away gives up (the position stays at the last acknowledged end).
+        await producer.wait_all(stopping=lambda: self._stopping)
         failed = 0
         for error, message in producer.take_failures():
             if not is_record_error(error):
