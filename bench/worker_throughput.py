@@ -174,7 +174,12 @@ class Watcher(threading.Thread):
 
 
 def worker_command(
-    project: Path, bootstrap: str, source: str, target: str, level: str
+    project: Path,
+    bootstrap: str,
+    source: str,
+    target: str,
+    level: str,
+    guarantee: str = "at_least_once",
 ) -> list[str]:
     (project / "transforms").mkdir(parents=True, exist_ok=True)
     (project / "transforms" / "suffix.py").write_text(
@@ -183,7 +188,11 @@ def worker_command(
     config = write_config(
         project,
         bootstrap,
-        kafka={"group_prefix": project.name, "session_timeout_ms": 10000},
+        kafka={
+            "group_prefix": project.name,
+            "session_timeout_ms": 10000,
+            "processing_guarantee": guarantee,
+        },
         log_level=level,
         web={"enabled": True, "port": free_port()},
     )
@@ -197,7 +206,8 @@ def command(
 ) -> list[str]:
     if name.startswith("etl worker"):
         level = "warning" if "warning" in name else "info"
-        return worker_command(project, bootstrap, source, target, level)
+        guarantee = "exactly_once" if "exactly_once" in name else "at_least_once"
+        return worker_command(project, bootstrap, source, target, level, guarantee)
     common = ["--bootstrap", bootstrap, "--source", source, "--target", target, "--group", group]
     if name in ("quix", "bytewax"):
         return [str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / f"{name}_suffix.py"), *common]

@@ -90,7 +90,7 @@ class KafkaSettings(BaseModel):
     #: ``at_least_once``: a crash can repeat up to one batch in the target topic.
     #: ``exactly_once``: each transform batch (outputs, dead letters and consumed
     #: offsets) is one Kafka transaction; needs a broker with transactions
-    #: (docs/exactly-once.md). A transform file's ``PROCESSING_GUARANTEE`` overrides it.
+    #: (docs/transforms.md, "Exactly-once"). A file's ``PROCESSING_GUARANTEE`` overrides it.
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     #: This worker's identity under ``exactly_once``: part of every pipeline's
     #: ``transactional.id`` and ``group.instance.id``, so that a restarted worker

@@ -549,7 +549,7 @@ class NativeProducer:
             # Fences any older producer with this id and aborts its open transaction.
             await self._txn(self._producer.init_transactions, 30.0)
 
-    # ---- transactions (exactly-once pipelines only; see docs/exactly-once.md) -------------
+    # ---- transactions (exactly-once only: docs/transforms.md, "Exactly-once") ----------
 
     @property
     def transactional(self) -> bool:

@@ -17,7 +17,7 @@ never retried: it is dead-lettered, or halts the pipeline under ``stop``.
 The function can be swapped (hot reload) between batches: :meth:`swap` takes
 effect at the next batch boundary, so no message is handled by both versions.
 
-Exactly-once (``processing_guarantee: exactly_once``, docs/exactly-once.md) is
+Exactly-once (``processing_guarantee: exactly_once``, docs/transforms.md, "Exactly-once") is
 a separate branch taken only when configured, so the at-least-once path stays as
 it is: each batch is one Kafka transaction (begin, produce outputs and dead
 letters, add the consumed offsets with the consumer's group metadata, commit).

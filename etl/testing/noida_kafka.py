@@ -5,7 +5,7 @@ are tested on noida-db's Kafka side, started the same way as its Elasticsearch
 side (:mod:`etl.testing.search_server`; ``ETL_NOIDA_DB_BIN`` names another
 binary). Its consumer groups do not settle with two members and never evict a
 member killed with -9: exactly-once pipelines use static membership, which lets
-the restarted worker take the dead one's place (docs/exactly-once.md).
+the restarted worker take the dead one's place (docs/transforms.md, "Exactly-once").
 """
 
 from __future__ import annotations

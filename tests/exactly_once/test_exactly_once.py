@@ -142,3 +142,69 @@ def test_zombie_is_fenced(noida_kafka: str, tmp_path: Path, uid: str) -> None:
         successor.stop()
     finally:
         zombie.kill()
+
+
+def failing_transform(source: str, target: str, dead: str, policy: str, bad: str) -> str:
+    """Suffix ``-eo``; the records whose value matches ``bad`` (a regex) raise."""
+    return (
+        f"import re\n\nSOURCE_TOPIC = {source!r}\nTARGET_TOPIC = {target!r}\n"
+        f'START_OFFSET = "earliest"\nON_ERROR = {policy!r}\nDEAD_LETTER_TOPIC = {dead!r}\n\n\n'
+        f"def deal_message(message):\n    if re.fullmatch({bad!r}, message['value']):\n"
+        f"        raise ValueError('bad record ' + message['value'])\n"
+        f'    message["value"] = message["value"] + "-eo"\n    return message\n'
+    )
+
+
+def test_dead_letters_are_part_of_the_transaction(
+    noida_kafka: str, tmp_path: Path, uid: str
+) -> None:
+    source, target, dead = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo-dead-{uid}"
+    config = eo_config(tmp_path, noida_kafka)
+    total = 3000
+    produce_sequences(noida_kafka, source, KEYS, 0, total)
+    bad = r"k3:\d*7"  # k3's numbers ending in 7: 30 records
+    path = tmp_path / "transforms" / f"eo_{uid}.py"
+    path.write_text(failing_transform(source, target, dead, "continue", bad))
+    worker = start(config)
+    worker.wait_for(lambda w: consumed(w, f"eo_{uid}") > 0, 60, "a batch handled")
+    worker.kill()
+    with start(config):
+        values = wait_outputs(noida_kafka, target, total - 30)
+        letters = wait_outputs(noida_kafka, dead, 30)
+    good = [r for r in values if not (r[2] == b"k3" and r[3] and r[3][:-3].endswith(b"7"))]
+    assert len(good) == len(values)
+    expected = {f"k3:{n}".encode() for n in range(total // KEYS) if n % 10 == 7}
+    assert sorted(r[3] for r in letters) == sorted(expected)  # each exactly once
+    per_key: dict[bytes | None, list[int]] = defaultdict(list)
+    for _p, _o, key, value in sorted(values):
+        assert value is not None
+        per_key[key].append(int(value[:-3].split(b":")[1]))
+    for key, numbers in per_key.items():
+        wanted = [n for n in range(total // KEYS) if key != b"k3" or n % 10 != 7]
+        assert numbers == wanted, key
+
+
+def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
+    noida_kafka: str, tmp_path: Path, uid: str
+) -> None:
+    source, target, dead = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo-dead-{uid}"
+    config = eo_config(tmp_path, noida_kafka)
+    total = 2000
+    produce_sequences(noida_kafka, source, KEYS, 0, total)
+    path = tmp_path / "transforms" / f"eo_{uid}.py"
+    path.write_text(failing_transform(source, target, dead, "stop", "k3:50"))
+    with start(config) as worker:
+        worker.wait_for(
+            lambda w: (w.pipeline(f"eo_{uid}") or {}).get("state") == "stopped", 60, "the halt"
+        )
+        halted = read_topic(noida_kafka, target)
+        k3 = [r[3] for r in sorted(halted) if r[2] == b"k3"]
+        # Nothing past the bad record; what came before it, exactly once.
+        assert k3 == [f"k3:{n}-eo".encode() for n in range(len(k3))]
+        assert len(k3) == 50
+        assert len({r[3] for r in halted}) == len(halted)
+        # The fix, saved: the pipeline resumes at the bad record.
+        path.write_text(failing_transform(source, target, dead, "stop", "none"))
+        values = wait_outputs(noida_kafka, target, total)
+    check_exactly_once(values, total)
+    assert read_topic(noida_kafka, dead) == []
