@@ -60,18 +60,9 @@ def main(argv: list[str] | None = None) -> None:
             f"({broker.version if broker else 'external broker'}), "
             f"batch/transaction {batch:,} records"
         )
-        for round_no in range(args.rounds):
-            order = contenders if round_no % 2 == 0 else list(reversed(contenders))
-            for contender in order:
-                result = wt.run_one(
-                    contender, bootstrap, source, args.partitions, args.messages, base
-                )
-                contender.results.append(result)
-                print(
-                    f"round {round_no + 1} {contender.name:28} {result.rate:>9,.0f} msg/s "
-                    f"cpu/100k {result.cpu_per_100k:.2f} s",
-                    flush=True,
-                )
+        wt.run_rounds(
+            contenders, bootstrap, source, args.partitions, args.messages, args.rounds, base
+        )
         print(f"\nload average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
         base_rate = statistics.median(r.rate for r in contenders[0].results)
         for contender in contenders:

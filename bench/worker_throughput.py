@@ -273,6 +273,28 @@ def run_one(
     return Result(count / seconds, cpu * 100_000 / count, rss)
 
 
+def run_rounds(
+    contenders: list[Contender],
+    bootstrap: str,
+    source: str,
+    partitions: int,
+    count: int,
+    rounds: int,
+    base: Path,
+) -> None:
+    """Every contender once per round, the order reversed every other round."""
+    for round_no in range(rounds):
+        order = contenders if round_no % 2 == 0 else list(reversed(contenders))
+        for contender in order:
+            result = run_one(contender, bootstrap, source, partitions, count, base)
+            contender.results.append(result)
+            print(
+                f"round {round_no + 1} {contender.name:34} {result.rate:>9,.0f} msg/s "
+                f"cpu/100k {result.cpu_per_100k:.2f} s rss {result.rss_mb:.0f} MB",
+                flush=True,
+            )
+
+
 def default_contenders() -> list[Contender]:
     names = [
         Contender("etl worker"),
@@ -335,16 +357,7 @@ def main(argv: list[str] | None = None) -> None:
         create_topic(bootstrap, source, args.partitions)
         fill(bootstrap, source, args.messages)
         print(f"{args.messages:,} messages in {args.partitions} partitions on {bootstrap}")
-        for round_no in range(args.rounds):
-            order = contenders if round_no % 2 == 0 else list(reversed(contenders))
-            for contender in order:
-                result = run_one(contender, bootstrap, source, args.partitions, args.messages, base)
-                contender.results.append(result)
-                print(
-                    f"round {round_no + 1} {contender.name:34} {result.rate:>9,.0f} msg/s "
-                    f"cpu/100k {result.cpu_per_100k:.2f} s rss {result.rss_mb:.0f} MB",
-                    flush=True,
-                )
+        run_rounds(contenders, bootstrap, source, args.partitions, args.messages, args.rounds, base)
         report(contenders, load)
     finally:
         if broker is not None:

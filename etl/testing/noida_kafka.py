@@ -99,3 +99,33 @@ def read_topic(
         return out
     finally:
         consumer.close()
+
+
+class OpenTransactions:
+    """Tells whether a topic holds outputs of a transaction not yet committed or aborted.
+
+    A partition's last stable offset (what a ``read_committed`` reader may reach)
+    below its high watermark means an open transaction wrote records there.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.topic = topic
+
+    def seen(self) -> bool:
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        try:
+            metadata = self.admin.list_topics(self.topic, timeout=5)
+            parts = metadata.topics[self.topic].partitions
+            if not parts:
+                return False
+            wanted = {TopicPartition(self.topic, p): OffsetSpec.latest() for p in parts}
+            stable = self.admin.list_offsets(wanted, isolation_level=IsolationLevel.READ_COMMITTED)
+            ends = self.admin.list_offsets(wanted, isolation_level=IsolationLevel.READ_UNCOMMITTED)
+            return any(stable[tp].result().offset < ends[tp].result().offset for tp in wanted)
+        except (KafkaException, KeyError):
+            return False

@@ -8,18 +8,18 @@ output exactly once and in order per key, whatever the kills did.
 from __future__ import annotations
 
 import os
-import random
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from etl.testing.noida_kafka import produce_sequences, read_topic
+from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 KEYS = 10
-#: The issue's figure is 100,000 records and 10 kills; ETL_TEST_EO_RECORDS runs it.
-RECORDS = int(os.environ.get("ETL_TEST_EO_RECORDS", "20000"))
+#: 100,000 records and 10 kills (``ETL_TEST_EO_RECORDS`` changes the count).
+RECORDS = int(os.environ.get("ETL_TEST_EO_RECORDS", "100000"))
 KILLS = 10
 
 
@@ -64,27 +64,37 @@ def wait_outputs(bootstrap: str, topic: str, total: int, timeout: float = 60.0) 
 def test_kill_9_mid_stream_repeats_and_loses_nothing(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:
-    source, target = f"eo-src-{uid}", f"eo-dst-{uid}"
+    """Ten times: records flow in, the worker is killed with a transaction open."""
+    source, target, name = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo_{uid}"
     config = eo_config(tmp_path, noida_kafka)
-    (tmp_path / "transforms" / f"eo_{uid}.py").write_text(suffix_transform(source, target, "-eo"))
+    (tmp_path / "transforms" / f"{name}.py").write_text(suffix_transform(source, target, "-eo"))
     per_round = RECORDS // (KILLS + 1)
-    produced = 0
-    rng = random.Random(uid)
+    produce_sequences(noida_kafka, source, KEYS, 0, per_round)
+    produced = per_round
+    open_transactions = OpenTransactions(noida_kafka, target)
+    hits = 0
     for _ in range(KILLS):
-        produce_sequences(noida_kafka, source, KEYS, produced, per_round)
-        produced += per_round
         worker = start(config)
-        worker.wait_for(lambda w: consumed(w, f"eo_{uid}") > 0, 60, "a batch handled")
-        time.sleep(rng.uniform(0.0, 0.3))
+        worker.wait_running(name)
+        flow = threading.Thread(
+            target=produce_sequences, args=(noida_kafka, source, KEYS, produced, per_round)
+        )
+        flow.start()
+        produced += per_round
+        deadline = time.monotonic() + 10
+        while not open_transactions.seen() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        hits += open_transactions.seen()
         worker.kill()
+        flow.join()
     produce_sequences(noida_kafka, source, KEYS, produced, RECORDS - produced)
     with start(config) as worker:
         values = wait_outputs(noida_kafka, target, RECORDS)
         assert worker.process is not None and worker.process.poll() is None
     check_exactly_once(values, RECORDS)
-    # Kills left transactions open with outputs in the log; none of them is visible.
-    written = read_topic(noida_kafka, target, committed=False)
-    assert len(written) >= len(values)
+    # Most kills left a transaction open with outputs in the log: none of them shows.
+    assert hits >= KILLS // 2, f"only {hits} kills hit an open transaction"
+    assert len(read_topic(noida_kafka, target, committed=False)) > RECORDS
 
 
 def test_aborted_batch_outputs_are_invisible(noida_kafka: str, tmp_path: Path, uid: str) -> None:
@@ -144,27 +154,34 @@ def test_zombie_is_fenced(noida_kafka: str, tmp_path: Path, uid: str) -> None:
         zombie.kill()
 
 
-def failing_transform(source: str, target: str, dead: str, policy: str, bad: str) -> str:
+def failing_transform(uid: str, policy: str, bad: str) -> str:
     """Suffix ``-eo``; the records whose value matches ``bad`` (a regex) raise."""
     return (
-        f"import re\n\nSOURCE_TOPIC = {source!r}\nTARGET_TOPIC = {target!r}\n"
-        f'START_OFFSET = "earliest"\nON_ERROR = {policy!r}\nDEAD_LETTER_TOPIC = {dead!r}\n\n\n'
-        f"def deal_message(message):\n    if re.fullmatch({bad!r}, message['value']):\n"
+        f"import re\n\nSOURCE_TOPIC = 'eo-src-{uid}'\nTARGET_TOPIC = 'eo-dst-{uid}'\n"
+        f'START_OFFSET = "earliest"\nON_ERROR = {policy!r}\nDEAD_LETTER_TOPIC = "eo-dead-{uid}"\n'
+        f"\n\ndef deal_message(message):\n    if re.fullmatch({bad!r}, message['value']):\n"
         f"        raise ValueError('bad record ' + message['value'])\n"
         f'    message["value"] = message["value"] + "-eo"\n    return message\n'
     )
 
 
+def failing_setup(
+    bootstrap: str, tmp_path: Path, uid: str, total: int, policy: str, bad: str
+) -> tuple[Path, Path]:
+    """``total`` records in ``eo-src-<uid>``, a failing transform file: (config, file)."""
+    config = eo_config(tmp_path, bootstrap)
+    produce_sequences(bootstrap, f"eo-src-{uid}", KEYS, 0, total)
+    path = tmp_path / "transforms" / f"eo_{uid}.py"
+    path.write_text(failing_transform(uid, policy, bad))
+    return config, path
+
+
 def test_dead_letters_are_part_of_the_transaction(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:
-    source, target, dead = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo-dead-{uid}"
-    config = eo_config(tmp_path, noida_kafka)
-    total = 3000
-    produce_sequences(noida_kafka, source, KEYS, 0, total)
-    bad = r"k3:\d*7"  # k3's numbers ending in 7: 30 records
-    path = tmp_path / "transforms" / f"eo_{uid}.py"
-    path.write_text(failing_transform(source, target, dead, "continue", bad))
+    target, dead, total = f"eo-dst-{uid}", f"eo-dead-{uid}", 3000
+    # k3's numbers ending in 7 fail: 30 records.
+    config, _ = failing_setup(noida_kafka, tmp_path, uid, total, "continue", r"k3:\d*7")
     worker = start(config)
     worker.wait_for(lambda w: consumed(w, f"eo_{uid}") > 0, 60, "a batch handled")
     worker.kill()
@@ -187,12 +204,8 @@ def test_dead_letters_are_part_of_the_transaction(
 def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:
-    source, target, dead = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo-dead-{uid}"
-    config = eo_config(tmp_path, noida_kafka)
-    total = 2000
-    produce_sequences(noida_kafka, source, KEYS, 0, total)
-    path = tmp_path / "transforms" / f"eo_{uid}.py"
-    path.write_text(failing_transform(source, target, dead, "stop", "k3:50"))
+    target, dead, total = f"eo-dst-{uid}", f"eo-dead-{uid}", 2000
+    config, path = failing_setup(noida_kafka, tmp_path, uid, total, "stop", "k3:50")
     with start(config) as worker:
         worker.wait_for(
             lambda w: (w.pipeline(f"eo_{uid}") or {}).get("state") == "stopped", 60, "the halt"
@@ -204,7 +217,7 @@ def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
         assert len(k3) == 50
         assert len({r[3] for r in halted}) == len(halted)
         # The fix, saved: the pipeline resumes at the bad record.
-        path.write_text(failing_transform(source, target, dead, "stop", "none"))
+        path.write_text(failing_transform(uid, "stop", "none"))
         values = wait_outputs(noida_kafka, target, total)
     check_exactly_once(values, total)
     assert read_topic(noida_kafka, dead) == []
