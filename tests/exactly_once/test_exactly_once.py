@@ -62,6 +62,14 @@ def wait_outputs(bootstrap: str, topic: str, total: int, timeout: float = 60.0) 
         time.sleep(0.5)
 
 
+def suffix_pipeline(directory: Path, uid: str) -> tuple[str, str, str]:
+    """A suffix transform file ``eo_<uid>``: (source topic, target topic, pipeline name)."""
+    source, target, name = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo_{uid}"
+    (directory / "transforms").mkdir(parents=True, exist_ok=True)
+    (directory / "transforms" / f"{name}.py").write_text(suffix_transform(source, target, "-eo"))
+    return source, target, name
+
+
 def kill_rounds(
     bootstrap: str, config: Path, name: str, source: str, kills: int, total: int, wait: Any
 ) -> None:
@@ -90,9 +98,8 @@ def test_kill_9_mid_stream_repeats_and_loses_nothing(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:
     """Ten times: records flow in, the worker is killed with a transaction open."""
-    source, target, name = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo_{uid}"
+    source, target, name = suffix_pipeline(tmp_path, uid)
     config = eo_config(tmp_path, noida_kafka)
-    (tmp_path / "transforms" / f"{name}.py").write_text(suffix_transform(source, target, "-eo"))
     open_transactions = OpenTransactions(noida_kafka, target)
     hits = []
 
@@ -116,9 +123,8 @@ def test_the_same_kills_at_least_once_on_tansu(
     kafka_bootstrap: str, tmp_path: Path, uid: str
 ) -> None:
     """The default guarantee on a broker without transactions: repeats, never a loss."""
-    source, target, name = f"eo-src-{uid}", f"eo-dst-{uid}", f"eo_{uid}"
+    source, target, name = suffix_pipeline(tmp_path, uid)
     config = write_config(tmp_path, kafka_bootstrap)
-    (tmp_path / "transforms" / f"{name}.py").write_text(suffix_transform(source, target, "-eo"))
     total = 6_000
     # One kill: a dead member holds its partitions for the session time-out there.
     kill_rounds(kafka_bootstrap, config, name, source, 1, total, lambda: time.sleep(0.3))
