@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
-from etl.deadletter import DeadLetterWriter
+from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
 from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
@@ -53,6 +54,41 @@ class RecordFailure:
 
     record: Any
     error: BaseException
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when a produce failed because the broker is unavailable (worth a retry)."""
+    if refused_as_record(exc):
+        return False
+    if isinstance(exc, KafkaError):  # aiokafka
+        return bool(getattr(exc, "retriable", False)) or isinstance(
+            exc, KafkaConnectionError | KafkaTimeoutError
+        )
+    # librdkafka's ProduceError without record_error: timed out, transport, leader moved.
+    return isinstance(exc, RetriableError) or hasattr(exc, "record_error")
+
+
+def coordinates(record: Any) -> str:
+    """``topic/partition@offset`` of a record, for messages."""
+    return f"{record.topic}/{record.partition}@{record.offset}"
+
+
+def record_failure(record: Any, exc: BaseException) -> RecordFailure:
+    """``exc``, raised while building the row, document or line of one ``record``, as the
+    failure that routes that record (error topic / skip / stop).
+
+    Whatever one record's data makes the code raise (a year-10000 timestamp, a value a
+    type cannot hold, an encoding error) concerns that record only, never the sink:
+    it becomes a :class:`RecordError` naming the record and the exception. Errors about
+    the destination (:class:`FatalError`, :class:`RetriableError`) are raised again.
+    """
+    if isinstance(exc, FatalError | RetriableError | PipelineStopping):
+        raise exc
+    if isinstance(exc, RecordError):
+        return RecordFailure(record, exc)
+    error = RecordError(f"{coordinates(record)} cannot be written: {describe_error(exc)}")
+    error.__cause__ = exc
+    return RecordFailure(record, error)
 
 
 @dataclass
@@ -168,7 +204,10 @@ class SinkPipeline(ConsumerPipeline):
         errors = self.settings.errors
         dead_letter_topic = self.config.dead_letter_topic or errors.dead_letter_topic
         self.dead_letters = DeadLetterWriter(
-            self.producer, self.status.dead_letter_topic, self.redact
+            self.producer,
+            self.status.dead_letter_topic,
+            self.redact,
+            max_request_size=self.settings.kafka.max_request_size,
         )
         wanted = {dead_letter_topic: errors.dead_letter_partitions}
         if self.config.runtime_error_topic:
@@ -324,26 +363,7 @@ class SinkPipeline(ConsumerPipeline):
     async def _route_failures(self, failures: list[RecordFailure], commit: Commit) -> None:
         config = self.config
         if config.runtime_error_topic or (not config.skip_error and self.policy == "continue"):
-            assert self.dead_letters is not None
-            futures = []
-            for failure in failures:
-                stage = failure.error.stage if isinstance(failure.error, RecordError) else "sink"
-                self.status.dead_lettered += 1
-                self.status.error = self.redact(describe_error(failure.error))
-                futures.append(
-                    await self.dead_letters.send(
-                        failure.record, pipeline=self.name, stage=stage, exc=failure.error
-                    )
-                )
-                log.warning(
-                    "record sent to error topic sink=%s topic=%s partition=%d offset=%d error=%r",
-                    self.name,
-                    failure.record.topic,
-                    failure.record.partition,
-                    failure.record.offset,
-                    self.redact(describe_error(failure.error)),
-                )
-            await asyncio.gather(*futures)
+            await self._dead_letter(failures, commit)
             return
         if config.skip_error:
             for failure in failures:
@@ -373,6 +393,84 @@ class SinkPipeline(ConsumerPipeline):
             f"sink write rejected {worst.record.topic}/{worst.record.partition}"
             f"@{worst.record.offset}: {self.redact(describe_error(worst.error))}",
             commit,
+        )
+
+    async def _dead_letter(self, failures: list[RecordFailure], commit: Commit) -> None:
+        """Send the failures to the error topic, in order.
+
+        Only the dead letters are retried (never the batch, whose rows are written) while
+        the broker is unavailable. A dead letter that cannot be written even in its
+        reduced form halts the pipeline at that record: its partition is committed up to
+        it, nothing past it, and nothing is written again.
+        """
+        sent = [(f, await self._send_dead_letter(f)) for f in failures]
+        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        refused: dict[TopicPartition, tuple[Any, BaseException]] = {}
+        for (failure, _), result in zip(sent, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._dead_lettered(failure)
+                continue
+            tp = TopicPartition(failure.record.topic, failure.record.partition)
+            if tp in refused:
+                continue  # read again after the halt: not dead-lettered twice
+            try:
+                await self._retrying(lambda f=failure: self._deliver(f), "dead letter")
+            except DeadLetterRefused as exc:
+                refused[tp] = (failure.record, exc)
+                continue
+            self._dead_lettered(failure)
+        if refused:
+            for tp, (record, _) in refused.items():
+                commit[tp] = record.offset
+            first, reason = min(refused.values(), key=lambda item: item[0].offset)
+            raise PipelineHalted(
+                f"sink cannot dead-letter {coordinates(first)}: {self.redact(str(reason))}", commit
+            )
+
+    async def _send_dead_letter(self, failure: RecordFailure) -> Any:
+        """The dead letter's future (an exception stands in for one that could not be queued)."""
+        assert self.dead_letters is not None
+        try:
+            return await self.dead_letters.send(
+                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
+            )
+        except Exception as exc:  # looked at again, one by one, in _deliver
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+            return future
+
+    async def _deliver(self, failure: RecordFailure) -> None:
+        """One dead letter, acknowledged; an unavailable broker is a RetriableError, a
+        letter refused for any other reason a DeadLetterRefused."""
+        assert self.dead_letters is not None
+        try:
+            await self.dead_letters.deliver(
+                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
+            )
+        except DeadLetterRefused:
+            raise
+        except Exception as exc:
+            if unavailable(exc):
+                raise RetriableError(describe_error(exc)) from exc
+            raise DeadLetterRefused(
+                f"dead letter of {coordinates(failure.record)} refused: {describe_error(exc)}"
+            ) from exc
+
+    @staticmethod
+    def _stage(failure: RecordFailure) -> str:
+        return failure.error.stage if isinstance(failure.error, RecordError) else "sink"
+
+    def _dead_lettered(self, failure: RecordFailure) -> None:
+        text = self.redact(describe_error(failure.error))
+        self.status.dead_lettered += 1
+        self.status.error = text
+        log.warning(
+            "record sent to error topic sink=%s topic=%s partition=%d offset=%d error=%r",
+            self.name,
+            failure.record.topic,
+            failure.record.partition,
+            failure.record.offset,
+            text,
         )
 
 

@@ -235,6 +235,19 @@ def to_record(message: Any) -> Record:
     )
 
 
+def _native_record(message: Any) -> Record:
+    """A librdkafka message as a Record (``getmany`` sees only native messages)."""
+    return Record(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        message.headers(),
+        message.timestamp()[1],
+    )
+
+
 def _tp(native: NativeTopicPartition) -> TopicPartition:
     return TopicPartition(native.topic, native.partition)
 
@@ -370,7 +383,7 @@ class NativeConsumer:
         if not messages:
             return {}
         batch: dict[TopicPartition, list[Any]] = {}
-        convert = to_record if self.records else None
+        convert = _native_record if self.records else None
         # A fetch returns runs of one partition: look the list up only when it changes.
         current: list[Any] = []
         where: tuple[str, int] | None = None

@@ -32,7 +32,7 @@ from typing import Any
 
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.redact import Redactor
-from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline
+from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_failure
 from sinks.exported import encode_message, export_json, exported_message
 from sinks.http.config import HttpSinkConfig
 
@@ -169,8 +169,8 @@ class HttpSink(Sink[HttpSinkConfig]):
                 else:
                     message = exported_message(record)
                     prepared.append((record, message, encode_message(message)))
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
+            except Exception as exc:  # whatever one record's data raises: a record error
+                failures.append(record_failure(record, exc))
         # Under the stop rule nothing after a partition's first rejected record is sent.
         halt = getattr(batch, "halt_on_failure", False)
         halt_at: dict[tuple[str, int], int] = {}

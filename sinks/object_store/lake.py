@@ -23,8 +23,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from etl.errors import FatalError, RecordError
+from sinks.jsonvalue import loads
 from sinks.object_store.formats import ParquetFormat
 from sinks.object_store.layout import PathLayout
+from sinks.paths import confined, path_segment
 
 log = logging.getLogger("etl.sink.object_store")
 
@@ -118,15 +120,15 @@ class LakeLayout(PathLayout):
 
     def topic_dir(self, topic: str) -> str:
         """The topic's meta objects (hidden from query engines by the ``_`` prefix)."""
-        return f"{self.table_dir(topic)}/{META_DIR}/{topic}"
+        return f"{self.table_dir(topic)}/{META_DIR}/{path_segment(topic)}"
 
     def schema_path(self, topic: str) -> str:
         """The schema object of a topic's table."""
-        return f"{self.table_dir(topic)}/{META_DIR}/{SCHEMA_OBJECT}"
+        return confined(self.root, f"{self.table_dir(topic)}/{META_DIR}/{SCHEMA_OBJECT}")
 
     def object_path(self, topic: str, time_dir: str, name: str) -> str:
         base = self.table_dir(topic)
-        return f"{base}/{time_dir}/{name}" if time_dir else f"{base}/{name}"
+        return confined(self.root, f"{base}/{time_dir}/{name}" if time_dir else f"{base}/{name}")
 
 
 class LakeTable:
@@ -280,7 +282,7 @@ class LakeFormat:
         if record.value is None:
             raise RecordError(f"{where}: a null value has no row", stage="sink")
         try:
-            doc = json.loads(record.value)
+            doc = loads(record.value)
         except ValueError as exc:
             raise RecordError(f"{where}: value is not JSON ({exc})", stage="sink") from None
         if not isinstance(doc, dict):

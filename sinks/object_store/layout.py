@@ -1,4 +1,9 @@
-"""Where objects go: ``{instance_id}/{topic}/[time dirs]/partition_{p}_offset_{o}_{random}``."""
+"""Where objects go: ``{instance_id}/{topic}/[time dirs]/partition_{p}_offset_{o}_{random}``.
+
+The instance id and the topic are each one path segment (:func:`sinks.paths.path_segment`
+escapes ``/``, ``..``, NUL and the like), and every path is checked to stay below the
+root (:func:`sinks.paths.confined`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from sinks.paths import confined, path_segment
 
 #: strftime patterns of the documented layouts.
 LAYOUT_PATTERNS = {
@@ -46,7 +53,8 @@ class PathLayout:
         self, root: str, instance_id: str, layout: str, *, time_source: str, timezone: str
     ) -> None:
         self.root = root.rstrip("/")
-        self.instance_id = instance_id
+        # Empty for a layout without the instance level (the lake layout).
+        self.instance_id = path_segment(instance_id) if instance_id else ""
         self.pattern = LAYOUT_PATTERNS[layout]
         self.wall_clock = time_source == "wall_clock"
         self.zone = ZoneInfo(timezone)
@@ -54,11 +62,11 @@ class PathLayout:
 
     def topic_dir(self, topic: str) -> str:
         """``root/instance_id/topic``: the meta objects live here."""
-        return f"{self.root}/{self.instance_id}/{topic}"
+        return f"{self.root}/{self.instance_id}/{path_segment(topic)}"
 
     def meta_path(self, topic: str, partition: int) -> str:
         """The partition's meta object."""
-        return f"{self.topic_dir(topic)}/{meta_object_name(partition)}"
+        return confined(self.root, f"{self.topic_dir(topic)}/{meta_object_name(partition)}")
 
     def time_dir(self, record: Any) -> str:
         """The time directories of a record ("" for layout none)."""
@@ -79,4 +87,4 @@ class PathLayout:
     def object_path(self, topic: str, time_dir: str, name: str) -> str:
         """Full path of a data object."""
         base = self.topic_dir(topic)
-        return f"{base}/{time_dir}/{name}" if time_dir else f"{base}/{name}"
+        return confined(self.root, f"{base}/{time_dir}/{name}" if time_dir else f"{base}/{name}")

@@ -17,8 +17,8 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from etl.errors import FatalError, RecordError
-from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_size
+from etl.errors import FatalError
+from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_failure, record_size
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.formats import ObjectFormat, ParquetFormat, make_format
 from sinks.object_store.lake import LakeFormat, LakeLayout
@@ -133,11 +133,13 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         if lake is not None and records:
             await lake.load(self.store, cast(LakeLayout, self.layout), topic)
         prepare = self.format.prepare
+        layout = self.layout
         try:
             payloads = [prepare(record) for record in records]
+            dirs = [layout.time_dir(r) for r in records] if layout.pattern else None
             good = records
-        except RecordError:
-            good, payloads = self._prepare_one_by_one(records, failures, halt)
+        except Exception:  # whatever one record's data raises: find it, a record error
+            good, payloads, dirs = self._prepare_one_by_one(records, failures, halt)
         if not good:
             return failures
         if lake is not None:
@@ -147,8 +149,6 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         # A sample is enough for the pipeline's output/input ratio.
         self.sample_in += sum(record_size(r) for r in good[:256])
         self.sample_out += sum(sizes[:256])
-        layout = self.layout
-        dirs = [layout.time_dir(r) for r in good] if layout.pattern else None
         limit = self.config.batch_size_mb * 1024 * 1024
         ranges = plan_objects(sizes, dirs, limit=limit, most=self.config.batch_size)
         suffix = self.config.suffix
@@ -190,21 +190,28 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
 
     def _prepare_one_by_one(
         self, records: list[Any], failures: list[RecordFailure], halt: bool
-    ) -> tuple[list[Any], list[Any]]:
-        """(good records, their payloads); the rejected ones are added to ``failures``."""
+    ) -> tuple[list[Any], list[Any], list[str] | None]:
+        """(good records, their payloads, their time directories); the rejected ones are
+        added to ``failures``."""
+        assert self.layout is not None
+        layout = self.layout
         good: list[Any] = []
         payloads: list[Any] = []
+        dirs: list[str] = []
         for record in records:
             try:
-                payloads.append(self.format.prepare(record))
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
+                payload = self.format.prepare(record)
+                directory = layout.time_dir(record) if layout.pattern else ""
+            except Exception as exc:  # e.g. a timestamp in the year 10000
+                failures.append(record_failure(record, exc))
                 if halt:
                     # The pipeline stops before this record; the rest is read again later.
                     break
                 continue
             good.append(record)
-        return good, payloads
+            payloads.append(payload)
+            dirs.append(directory)
+        return good, payloads, dirs if layout.pattern else None
 
     def _log_skipped(self, meta: PartitionMeta, count: int) -> None:
         if count:

@@ -29,6 +29,7 @@ from typing import Any
 
 from etl.errors import RecordError
 from sinks.exported import export_json
+from sinks.jsonvalue import loads
 from sinks.opensearch.config import OpenSearchSinkConfig
 
 MAX_ID_BYTES = 512
@@ -65,7 +66,7 @@ def _json_object(value: bytes) -> dict[str, Any]:
     text = _text(value, "value")
     assert text is not None
     try:
-        parsed = json.loads(text)
+        parsed = loads(text)
     except ValueError as exc:
         raise RecordError(f"value is not JSON: {exc}") from None
     if not isinstance(parsed, dict):

@@ -15,9 +15,9 @@ import ssl
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from etl.errors import FatalError, MissingExtraError, RecordError, RetriableError
+from etl.errors import FatalError, MissingExtraError, RetriableError
 from etl.redact import Redactor
-from sinks.base import RecordFailure, Sink, SinkBatch, sink_pipeline_factory
+from sinks.base import RecordFailure, Sink, SinkBatch, record_failure, sink_pipeline_factory
 from sinks.opensearch.bulk import BulkWriter, RequestTooLarge
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp, DocumentBuilder
@@ -207,8 +207,8 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
                 continue
             try:
                 op = build(record)
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
+            except Exception as exc:  # whatever one record's data raises: a record error
+                failures.append(record_failure(record, exc))
                 if batch.halt_on_failure:
                     halted.add((record.topic, record.partition))
                 continue

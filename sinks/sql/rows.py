@@ -31,12 +31,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from etl.errors import RecordError
+from sinks.jsonvalue import loads as _loads
 from sinks.sql.config import FIXED_COLUMNS, SqlSinkConfig
 from sinks.sql.table import TableInfo, payload_columns, pk_columns
 
 PT_FORMATS = {"DAY": "%m-%d-%Y", "HOUR": "%m-%d-%Y %H", "MINUTE": "%m-%d-%Y %H:%M"}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.JSONDecoder().decode
 
 
 @dataclass(slots=True)
@@ -116,7 +116,7 @@ class RowBuilder:
     def _json(self, data: bytes, what: str, record: Any) -> tuple[str, Any]:
         text = self._text(data, what, record)
         try:
-            return text, json.loads(text)
+            return text, _loads(text)
         except ValueError as exc:
             raise RecordError(f"{what} of {where(record)} is not valid JSON: {exc}") from None
 
@@ -299,7 +299,7 @@ class RowBuilder:
             return {"key": self._payload(record.key, "key", record)}
         text = self._text(record.key, "key", record)
         try:
-            parsed: Any = json.loads(text)
+            parsed: Any = _loads(text)
         except ValueError:
             parsed = text
         out: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from aiokafka import TopicPartition
 
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.kafka import describe_error
-from sinks.base import RecordFailure, Sink, SinkBatch
+from sinks.base import RecordFailure, Sink, SinkBatch, record_failure
 from sinks.sql.config import SqlSinkConfig
 from sinks.sql.rows import RowBuilder, RowOp
 from sinks.sql.table import PlannedColumn, TableInfo, pk_columns, planned_columns, required_columns
@@ -243,8 +243,8 @@ class SqlSink(Sink[SqlConfigT]):
                 table = tables[record.topic] = await self.table(self.config.table_for(record.topic))
             try:
                 ops.append(build(record, table))
-            except RecordError as exc:
-                failures.append(RecordFailure(record, exc))
+            except Exception as exc:  # whatever one record's data raises: a record error
+                failures.append(record_failure(record, exc))
         if failures and batch.halt_on_failure:
             cut = {id(op) for op in after_first_failure(ops, [f.record for f in failures])}
             ops = [op for op in ops if id(op) not in cut]
@@ -323,7 +323,7 @@ class SqlSink(Sink[SqlConfigT]):
                     await self.execute(statement)
             return []
         except Exception as exc:
-            if self.classify(exc) != "record":
+            if self._kind(exc) != "record":
                 raise
             self.log.info(
                 "batch rejected, isolating bad rows sink=%s rows=%d error=%r",
@@ -360,7 +360,7 @@ class SqlSink(Sink[SqlConfigT]):
             async with self.savepoint():
                 await self.execute(statement)
         except Exception as exc:
-            if self.classify(exc) != "record":
+            if self._kind(exc) != "record":
                 raise
             if len(statement.ops) == 1:
                 bad.append((statement.ops[0], exc))
@@ -368,6 +368,13 @@ class SqlSink(Sink[SqlConfigT]):
             first, second = statement.halves()
             await self._isolate(first, bad)
             await self._isolate(second, bad)
+
+    def _kind(self, exc: BaseException) -> ErrorKind | None:
+        """:meth:`classify`, and a value the driver cannot encode (a lone surrogate in a
+        JSON string) is about that row too."""
+        if isinstance(exc, UnicodeError):
+            return "record"
+        return self.classify(exc)
 
     def _record_error(self, exc: BaseException) -> RecordError:
         error = RecordError(" ".join(self.redact(describe_error(exc)).split()))

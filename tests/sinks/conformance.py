@@ -39,6 +39,14 @@ documents' rules for a bad record: with an error topic it goes there (with its
 ``etl.*`` headers) and writing goes on; with ``skip_error`` it is dropped and
 writing goes on; with neither the sink stops and commits nothing past it.
 
+The hostile records (:mod:`etl.testing.hostile`: huge key and value, NUL bytes,
+non-UTF-8, odd headers, tombstones, year-10000 and negative timestamps, ...) go
+through a pipeline with an error topic, with the harness's ``hostile_options``
+(which make timestamps matter: a ``pt`` column, time directories, a dated index):
+each one is written once or routed once with its reason, never both or neither,
+the ones in ``must_route`` are routed, the ones in ``must_land`` written, and the
+pipeline never reports ``failed``.
+
 Each test writes to its own target, and offsets grow across the batches written to
 one target (only the redelivery test writes the same records twice), so a sink
 keyed by Kafka coordinates passes too.
@@ -54,6 +62,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -63,6 +72,7 @@ from aiokafka.structs import ConsumerRecord
 
 from etl.config import ErrorSettings, ETLSettings, KafkaSettings, SinkConfigBase
 from etl.redact import Redactor
+from etl.testing.hostile import produce_hostile
 from etl.testing.kafka import create_topic, produce, read_all
 from sinks.base import RecordFailure, Sink, SinkBatch, sink_pipeline_factory
 
@@ -133,6 +143,14 @@ class ConformanceHarness:
     keyed_options: ClassVar[dict[str, Any] | None] = None
     #: True when, under halt_on_failure, nothing after a bad record is written.
     holds_back: ClassVar[bool] = True
+    #: Options for the hostile-records test (make timestamps matter, where they can).
+    hostile_options: ClassVar[dict[str, Any]] = {}
+    #: Hostile records (by name) this sink must route to the error topic.
+    must_route: ClassVar[frozenset[str]] = frozenset()
+    #: Hostile records (by name) this sink must write.
+    must_land: ClassVar[frozenset[str]] = frozenset(
+        {"plain-first", "plain-last", "negative-timestamp"}
+    )
 
     def config(self, **options: Any) -> SinkConfigBase:
         raise NotImplementedError
@@ -286,8 +304,15 @@ class SinkConformance:
         items = [item(n) for n in (1, 2, 3, 4, 5)]
         items[2] = (items[2][0], harness.bad_value)
         await produce(bootstrap, topic, items)
+        pipeline, config, settings = self._pipeline(harness, bootstrap, topic, **options)
+        return pipeline, config, settings, topic
+
+    def _pipeline(
+        self, harness: ConformanceHarness, bootstrap: str, topic: str, **options: Any
+    ) -> tuple[Any, SinkConfigBase, ETLSettings]:
+        """A sink pipeline reading ``topic`` from the beginning, with a short linger."""
         config = harness.config(
-            name=_name("rules"),
+            name=_name(topic.split("-")[0]),
             topics=[topic],
             start_offset="earliest",
             linger_ms=100,
@@ -295,11 +320,10 @@ class SinkConformance:
             **options,
         )
         settings = harness.settings(bootstrap)
-        pipeline_class = sink_pipeline_factory(harness.sink_class)
-        pipeline = pipeline_class(
+        pipeline = sink_pipeline_factory(harness.sink_class)(
             config, settings=settings, redact=Redactor(settings.secret_values())
         )
-        return pipeline, config, settings, topic
+        return pipeline, config, settings
 
     async def _committed_after(self, pipeline: Any, topic: str, bootstrap: str) -> int | None:
         return await _committed(bootstrap, pipeline.group_id, TopicPartition(topic, 0))
@@ -379,3 +403,59 @@ class SinkConformance:
             assert landed[:2] == [1, 2] and 3 not in landed
         assert await self._committed_after(pipeline, topic, kafka_bootstrap) == 2
         assert await read_all(kafka_bootstrap, settings.errors.dead_letter_topic) == []
+
+    # ---- hostile records ------------------------------------------------------------
+
+    @pytest.mark.kafka
+    async def test_conformance_hostile_records(
+        self, harness: ConformanceHarness, kafka_bootstrap: str
+    ) -> None:
+        topic = _name("hostile")
+        errors = _name("errors")
+        await create_topic(kafka_bootstrap, topic, 1)
+        produced = await produce_hostile(kafka_bootstrap, topic)
+        pipeline, config, settings = self._pipeline(
+            harness,
+            kafka_bootstrap,
+            topic,
+            runtime_error_topic=errors,
+            skip_error=False,
+            **harness.hostile_options,
+        )
+        await pipeline.start()
+        try:
+
+            async def done() -> bool:
+                state = str(pipeline.status.state)
+                if state in ("failed", "stopped"):
+                    raise AssertionError(f"the sink is {state}: {pipeline.status.error}")
+                committed = await self._committed_after(pipeline, topic, kafka_bootstrap)
+                return committed == len(produced)
+
+            await _until(done, what=f"all {len(produced)} hostile records handled")
+        finally:
+            await pipeline.stop()
+        landed = Counter(await harness.landed(config))
+        dead = await read_all(kafka_bootstrap, errors)
+        routed = Counter(int(dict(r.headers)["etl.source.offset"]) for r in dead)
+        for record in dead:
+            headers = dict(record.headers)
+            assert headers["etl.source.topic"] == topic.encode()
+            assert headers["etl.exception.message"], "a dead letter says why"
+        report = {}
+        for offset, item in enumerate(produced):
+            report[item.name] = (landed[item.id], routed[offset])
+        for item in produced:
+            wrote, sent = report[item.name]
+            if item.carries_id:
+                assert wrote + sent == 1, (item.name, report)
+            else:  # a tombstone may delete instead
+                assert wrote + sent <= 1, (item.name, report)
+            if item.name in harness.must_route:
+                assert sent == 1, (item.name, report)
+            if item.name in harness.must_land:
+                assert wrote == 1, (item.name, report)
+        ids = {item.id for item in produced}
+        assert set(landed) <= ids, f"written but not produced: {set(landed) - ids}"
+        big = [r for r in dead if dict(r.headers).get("etl.truncated") == b"true"]
+        assert all(len(r.value or b"") < settings.kafka.max_request_size for r in big)

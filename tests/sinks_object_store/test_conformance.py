@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from etl.testing.hostile import hostile_id
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.sink import ObjectStoreSink
 from tests.sinks.conformance import ConformanceHarness, SinkConformance, _name, _write, batch_of
@@ -20,6 +20,9 @@ class ObjectStoreHarness(ConformanceHarness):
     # The meta objects make a redelivered batch a no-op without any option.
     keyed_options: dict[str, Any] = {}
     holds_back = True
+    # Time directories from the record's timestamp: a year-10000 one has none.
+    hostile_options: ClassVar[dict[str, Any]] = {"path_layout": "YYYY/MM/dd/HH"}
+    must_route = frozenset({"year-10000", "non-utf8-value", "non-utf8-key"})
 
     def __init__(self, root: Path, s3: tuple[str, Any] | None = None) -> None:
         self.root = root
@@ -53,7 +56,8 @@ class ObjectStoreHarness(ConformanceHarness):
             }
         else:
             objects = local_objects(self.root / config.name)
-        return [json.loads(line["value"])["id"] for line in lines_of(objects)]
+        found = [hostile_id(line.get("value"), line["offset"]) for line in lines_of(objects)]
+        return [n for n in found if n is not None]
 
 
 class ObjectStoreConformance(SinkConformance):
@@ -81,6 +85,36 @@ def shifted(batch: Any, by: int) -> Any:
     for record in batch.records:
         record.offset += by
     return batch
+
+
+class LakeHarness(ObjectStoreHarness):
+    """The lake layout: a Parquet table per topic, Hive time partitions by record time."""
+
+    bad_value = b'{"id": "three", "name": "x"}'  # id is an int64 column (the first record)
+    hostile_options: ClassVar[dict[str, Any]] = {}
+    must_route = frozenset(
+        {"year-10000", "non-utf8-value", "lone-surrogate", "not-a-number", "empty-value"}
+    )
+
+    def config(self, **options: Any) -> ObjectStoreSinkConfig:
+        config = super().config(**options, format="parquet", lake={})
+        return config
+
+    async def landed(self, config: Any) -> list[int]:
+        import pyarrow.parquet as pq
+
+        found = []
+        for path in sorted((self.root / config.name).rglob("*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                found.append(row.get("id") or row["_kafka_offset"] + 1)
+        return found
+
+
+@pytest.mark.kafka
+class TestLakeObjectStoreConformance(ObjectStoreConformance):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> ObjectStoreHarness:
+        return LakeHarness(tmp_path)
 
 
 @pytest.mark.kafka
