@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
 import uuid
 from pathlib import Path
 
 from bench import worker_throughput as wt
+from bench.harness import create_topic, fill, span
 from etl.testing.noida_kafka import NoidaKafka
 
 CONTENDERS = ("etl worker", "etl worker (exactly_once)")
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     contenders = [wt.Contender(name) for name in CONTENDERS]
     try:
         source = f"bench-src-{uuid.uuid4().hex[:8]}"
-        wt.create_topic(bootstrap, source, args.partitions)
-        wt.fill(bootstrap, source, args.messages)
+        create_topic(bootstrap, source, args.partitions)
+        fill(bootstrap, source, args.messages)
         batch = args.batch or 10000
         print(
             f"{args.messages:,} messages in {args.partitions} partitions on {bootstrap} "
@@ -64,14 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             contenders, bootstrap, source, args.partitions, args.messages, args.rounds, base
         )
         print(f"\nload average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-        base_rate = statistics.median(r.rate for r in contenders[0].results)
+        base_rate = span(contenders[0].results)[0]
         for contender in contenders:
-            rates = [r.rate for r in contender.results]
-            median = statistics.median(rates)
-            cpu = statistics.median(r.cpu_per_100k for r in contender.results)
+            median, text, cpu, _rss = span(contender.results)
             print(
-                f"{contender.name:28} {median:>9,.0f} msg/s ({min(rates):,.0f}-{max(rates):,.0f}) "
-                f"CPU {cpu:.2f} s/100k  ratio {median / base_rate:.2f}"
+                f"{contender.name:28} {text:>28} msg/s  CPU {cpu:.2f} s/100k  "
+                f"ratio {median / base_rate:.2f}"
             )
     finally:
         if broker is not None:
