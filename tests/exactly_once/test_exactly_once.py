@@ -28,10 +28,11 @@ def eo_config(directory: Path, bootstrap: str) -> Path:
     return write_config(directory, bootstrap, kafka={"processing_guarantee": "exactly_once"})
 
 
-def start(config: Path, name: str = "worker") -> WorkerProcess:
+def fresh(config: Path, name: str = "worker") -> WorkerProcess:
+    """A worker of ``config`` not started yet, without the previous run's status file."""
     worker = WorkerProcess(config, name=name)
     worker.status_path.unlink(missing_ok=True)
-    return worker.start()
+    return worker
 
 
 def consumed(worker: WorkerProcess, pipeline: str) -> int:
@@ -81,7 +82,7 @@ def kill_rounds(
     produce_sequences(bootstrap, source, KEYS, 0, per_round)
     produced = per_round
     for _ in range(kills):
-        worker = start(config)
+        worker = fresh(config).start()
         worker.wait_running(name)
         flow = threading.Thread(
             target=produce_sequences, args=(bootstrap, source, KEYS, produced, per_round)
@@ -110,7 +111,7 @@ def test_kill_9_mid_stream_repeats_and_loses_nothing(
         hits.append(open_transactions.seen())
 
     kill_rounds(noida_kafka, config, name, source, KILLS, RECORDS, until_open)
-    with start(config) as worker:
+    with fresh(config) as worker:
         values = wait_outputs(noida_kafka, target, RECORDS)
         assert worker.process is not None and worker.process.poll() is None
     check_exactly_once(values, RECORDS)
@@ -128,7 +129,7 @@ def test_the_same_kills_at_least_once_on_tansu(
     total = 6_000
     # One kill: a dead member holds its partitions for the session time-out there.
     kill_rounds(kafka_bootstrap, config, name, source, 1, total, lambda: time.sleep(0.3))
-    with start(config):
+    with fresh(config):
         deadline = time.monotonic() + 60
         while True:
             values = read_topic(kafka_bootstrap, target)
@@ -153,7 +154,7 @@ def test_aborted_batch_outputs_are_invisible(noida_kafka: str, tmp_path: Path, u
     produce_sequences(noida_kafka, source, KEYS, 0, 400)
     slow = suffix_transform(source, target, "-eo", delay_s=0.01)
     (tmp_path / "transforms" / f"eo_{uid}.py").write_text(slow)
-    worker = start(config)
+    worker = fresh(config).start()
     # Outputs reach the log as they are produced (linger 5 ms); the batch (400
     # records, 4 s) is far from its commit when the worker dies.
     deadline = time.monotonic() + 60
@@ -163,7 +164,7 @@ def test_aborted_batch_outputs_are_invisible(noida_kafka: str, tmp_path: Path, u
     worker.kill()
     assert read_topic(noida_kafka, target) == []
     (tmp_path / "transforms" / f"eo_{uid}.py").write_text(suffix_transform(source, target, "-eo"))
-    with start(config):
+    with fresh(config):
         values = wait_outputs(noida_kafka, target, 400)
     check_exactly_once(values, 400)
     assert len(read_topic(noida_kafka, target, committed=False)) > 400
@@ -231,10 +232,10 @@ def test_dead_letters_are_part_of_the_transaction(
     target, dead, total = f"eo-dst-{uid}", f"eo-dead-{uid}", 3000
     # k3's numbers ending in 7 fail: 30 records.
     config, _ = failing_setup(noida_kafka, tmp_path, uid, total, "continue", r"k3:\d*7")
-    worker = start(config)
+    worker = fresh(config).start()
     worker.wait_for(lambda w: consumed(w, f"eo_{uid}") > 0, 60, "a batch handled")
     worker.kill()
-    with start(config):
+    with fresh(config):
         values = wait_outputs(noida_kafka, target, total - 30)
         letters = wait_outputs(noida_kafka, dead, 30)
     good = [r for r in values if not (r[2] == b"k3" and r[3] and r[3][:-3].endswith(b"7"))]
@@ -255,7 +256,7 @@ def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
 ) -> None:
     target, dead, total = f"eo-dst-{uid}", f"eo-dead-{uid}", 2000
     config, path = failing_setup(noida_kafka, tmp_path, uid, total, "stop", "k3:50")
-    with start(config) as worker:
+    with fresh(config) as worker:
         worker.wait_for(
             lambda w: (w.pipeline(f"eo_{uid}") or {}).get("state") == "stopped", 60, "the halt"
         )
@@ -270,3 +271,35 @@ def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
         values = wait_outputs(noida_kafka, target, total)
     check_exactly_once(values, total)
     assert read_topic(noida_kafka, dead) == []
+
+
+def test_hot_reload_swaps_at_a_transaction_boundary(
+    noida_kafka: str, tmp_path: Path, uid: str
+) -> None:
+    source, target, name = suffix_pipeline(tmp_path, uid)
+    config = eo_config(tmp_path, noida_kafka)
+    path = tmp_path / "transforms" / f"{name}.py"
+    path.write_text(suffix_transform(source, target, "-v1", delay_s=0.002))
+    total = 3000
+    produce_sequences(noida_kafka, source, KEYS, 0, total // 2)
+    with fresh(config) as worker:
+        deadline = time.monotonic() + 60
+        while len(read_topic(noida_kafka, target)) < 300:
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.1)
+        path.write_text(suffix_transform(source, target, "-v2", delay_s=0.002))
+        worker.wait_for(lambda w: "reload scheduled" in w.log(), 30, "the reload")
+        produce_sequences(noida_kafka, source, KEYS, total // 2, total - total // 2)
+        values = wait_outputs(noida_kafka, target, total)
+        assert "transform swapped" in worker.log()
+    versions: dict[int, list[bytes]] = defaultdict(list)
+    renamed = []
+    for partition, offset, key, value in values:
+        assert value is not None
+        versions[partition].append(value[-3:])
+        renamed.append((partition, offset, key, value[:-3] + b"-eo"))
+    check_exactly_once(renamed, total)
+    for partition, seen in versions.items():
+        # Every output before the swap is v1's, every one after it v2's.
+        assert seen == sorted(seen), f"partition {partition}: versions interleaved"
+    assert {v for seen in versions.values() for v in seen} == {b"-v1", b"-v2"}
