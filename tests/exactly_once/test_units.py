@@ -64,3 +64,32 @@ def test_worker_identity_is_kept_in_the_data_dir(tmp_path: Path) -> None:
     assert worker_identity(ETLSettings(data_dir=tmp_path / "two")) != first
     named = ETLSettings(data_dir=tmp_path / "one", kafka={"worker_id": "pod-3"})
     assert worker_identity(named) == "pod-3"
+
+
+def test_etl_query_reads_committed_only(noida_kafka: str, uid: str) -> None:
+    """Our own readers (here ``etl query``) never show an aborted transaction's records."""
+    import asyncio
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from etl.config import KafkaSettings
+    from etl.ops.query import query_by_offset
+
+    topic = f"eo-q-{uid}"
+    admin = AdminClient({"bootstrap.servers": noida_kafka})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": noida_kafka, "transactional.id": f"q-{uid}"})
+    producer.init_transactions(30)
+    for values, commit in ((["a", "b"], True), (["aborted"], False), (["c"], True)):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value.encode(), partition=0)
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    settings = KafkaSettings(bootstrap_servers=noida_kafka)
+    result = asyncio.run(query_by_offset(settings, topic, 0, 0))
+    assert [m.value for m in result.messages] == [b"a", b"b", b"c"]
