@@ -11,10 +11,12 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from etl.embedded import free_port
 from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
@@ -303,3 +305,32 @@ def test_hot_reload_swaps_at_a_transaction_boundary(
         # Every output before the swap is v1's, every one after it v2's.
         assert seen == sorted(seen), f"partition {partition}: versions interleaved"
     assert {v for seen in versions.values() for v in seen} == {b"-v1", b"-v2"}
+
+
+def test_pause_and_resume_between_transactions(noida_kafka: str, tmp_path: Path, uid: str) -> None:
+    source, target, name = suffix_pipeline(tmp_path, uid)
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        noida_kafka,
+        kafka={"processing_guarantee": "exactly_once"},
+        web={"enabled": True, "port": port},
+    )
+    produce_sequences(noida_kafka, source, KEYS, 0, 500)
+
+    def post(action: str) -> None:
+        url = f"http://127.0.0.1:{port}/etl/pipelines/{name}/{action}/"
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10):
+            pass
+
+    with fresh(config) as worker:
+        wait_outputs(noida_kafka, target, 500)
+        worker.wait_running(name)
+        post("pause")
+        worker.wait_for(lambda w: (w.pipeline(name) or {}).get("state") == "paused", 30, "pause")
+        produce_sequences(noida_kafka, source, KEYS, 500, 500)
+        time.sleep(1.5)
+        assert len(read_topic(noida_kafka, target)) == 500
+        post("resume")
+        values = wait_outputs(noida_kafka, target, 1000)
+    check_exactly_once(values, 1000)
