@@ -126,7 +126,12 @@ class Watcher(threading.Thread):
 
 
 def worker_command(
-    project: Path, bootstrap: str, source: str, target: str, level: str
+    project: Path,
+    bootstrap: str,
+    source: str,
+    target: str,
+    level: str,
+    guarantee: str = "at_least_once",
 ) -> list[str]:
     (project / "transforms").mkdir(parents=True, exist_ok=True)
     (project / "transforms" / "suffix.py").write_text(
@@ -135,7 +140,11 @@ def worker_command(
     config = write_config(
         project,
         bootstrap,
-        kafka={"group_prefix": project.name, "session_timeout_ms": 10000},
+        kafka={
+            "group_prefix": project.name,
+            "session_timeout_ms": 10000,
+            "processing_guarantee": guarantee,
+        },
         log_level=level,
         web={"enabled": True, "port": free_port()},
     )
@@ -149,7 +158,8 @@ def command(
 ) -> list[str]:
     if name.startswith("etl worker"):
         level = "warning" if "warning" in name else "info"
-        return worker_command(project, bootstrap, source, target, level)
+        guarantee = "exactly_once" if "exactly_once" in name else "at_least_once"
+        return worker_command(project, bootstrap, source, target, level, guarantee)
     common = ["--bootstrap", bootstrap, "--source", source, "--target", target, "--group", group]
     if name in ("quix", "bytewax"):
         return [str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / f"{name}_suffix.py"), *common]
@@ -191,6 +201,28 @@ def run_one(
     end = max(watcher.all_out, watcher.committed_at or 0.0)
     seconds = end - watcher.first
     return Result(count / seconds, cpu * 100_000 / count, rss)
+
+
+def run_rounds(
+    contenders: list[Contender],
+    bootstrap: str,
+    source: str,
+    partitions: int,
+    count: int,
+    rounds: int,
+    base: Path,
+) -> None:
+    """Every contender once per round, the order reversed every other round."""
+    for round_no in range(rounds):
+        order = contenders if round_no % 2 == 0 else list(reversed(contenders))
+        for contender in order:
+            result = run_one(contender, bootstrap, source, partitions, count, base)
+            contender.results.append(result)
+            print(
+                f"round {round_no + 1} {contender.name:34} {result.rate:>9,.0f} msg/s "
+                f"cpu/100k {result.cpu_per_100k:.2f} s rss {result.rss_mb:.0f} MB",
+                flush=True,
+            )
 
 
 def default_contenders() -> list[Contender]:
@@ -251,16 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         create_topic(bootstrap, source, args.partitions)
         fill(bootstrap, source, args.messages)
         print(f"{args.messages:,} messages in {args.partitions} partitions on {bootstrap}")
-        for round_no in range(args.rounds):
-            order = contenders if round_no % 2 == 0 else list(reversed(contenders))
-            for contender in order:
-                result = run_one(contender, bootstrap, source, args.partitions, args.messages, base)
-                contender.results.append(result)
-                print(
-                    f"round {round_no + 1} {contender.name:34} {result.rate:>9,.0f} msg/s "
-                    f"cpu/100k {result.cpu_per_100k:.2f} s rss {result.rss_mb:.0f} MB",
-                    flush=True,
-                )
+        run_rounds(contenders, bootstrap, source, args.partitions, args.messages, args.rounds, base)
         report(contenders, load)
     finally:
         if broker is not None:

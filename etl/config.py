@@ -46,6 +46,7 @@ def _check_time_zone(value: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_check_time_zone)]
 StartOffset = Literal["earliest", "latest"]
 ErrorPolicy = Literal["continue", "stop"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
 
@@ -86,6 +87,15 @@ class KafkaSettings(BaseModel):
     heartbeat_interval_ms: int = Field(default=3000, ge=100)
     #: Longest a pipeline may take between polls before the group evicts it.
     max_poll_interval_ms: int = Field(default=300000, ge=1000)
+    #: ``at_least_once``: a crash can repeat up to one batch in the target topic.
+    #: ``exactly_once``: each transform batch (outputs, dead letters and consumed
+    #: offsets) is one Kafka transaction; needs a broker with transactions
+    #: (docs/transforms.md, "Exactly-once"). A file's ``PROCESSING_GUARANTEE`` overrides it.
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    #: This worker's identity under ``exactly_once``: part of every pipeline's
+    #: ``transactional.id`` and ``group.instance.id``, so that a restarted worker
+    #: fences its predecessor. Unset = an id kept in ``<data_dir>/worker-id``.
+    worker_id: str | None = Field(default=None, pattern=NAME_PATTERN)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -1,7 +1,8 @@
 """Session fixtures: real servers started for the test run.
 
 Kafka: the embedded tansu broker on a free port, or the broker named by
-``ETL_TEST_KAFKA`` (host:port).
+``ETL_TEST_KAFKA`` (host:port). Kafka with transactions (exactly-once tests):
+noida-db's Kafka side, or the broker named by ``ETL_TEST_KAFKA_TRANSACTIONS``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap_servers
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def noida_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a Kafka broker with transactions (noida-db), or skip with why."""
+    external = os.environ.get("ETL_TEST_KAFKA_TRANSACTIONS")
+    if external:
+        yield external
+        return
+    from etl.testing.noida_kafka import NoidaKafka
+    from etl.testing.search_server import SearchServerUnavailable
+
+    try:
+        broker = NoidaKafka(base=tmp_path_factory.mktemp("noida-kafka")).start()
+    except SearchServerUnavailable as exc:
+        pytest.skip(f"no Kafka broker with transactions: {exc}")
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.remove()
 
 
 @pytest.fixture

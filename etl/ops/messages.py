@@ -234,6 +234,11 @@ class TopicReader:
             for tp, records in batch.items():
                 if records and tp not in found:
                     found[tp] = records[0]
+            if not batch and all(
+                [await self.consumer.position(tp) > offsets[tp] for tp in pending]
+            ):
+                # Fetched past the offsets without a record: transaction markers only.
+                break
         return found
 
     async def read(

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -36,9 +40,11 @@ from etl.kafka import describe_error
 from etl.redact import Redactor
 from etl.runtime.native import (
     CommitFailed,
+    ConsumerFenced,
     NativeConsumer,
     NativeProducer,
     ProduceError,
+    ProducerFenced,
     tune_garbage_collector,
 )
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
@@ -52,16 +58,49 @@ Commit = dict[TopicPartition, int]
 class PipelineHalted(Exception):
     """Raised by ``process`` under the ``stop`` policy: commit ``commit``, then stop."""
 
-    def __init__(self, reason: str, commit: Commit | None = None) -> None:
+    def __init__(
+        self, reason: str, commit: Commit | None = None, state: State = State.STOPPED
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.commit = commit or {}
+        self.state = state
 
 
 def record_offset(record: Any) -> int:
     """The offset of a :class:`~etl.runtime.native.Record` or a raw librdkafka message."""
     offset = record.offset
     return offset() if callable(offset) else offset  # type: ignore[no-any-return]
+
+
+def worker_identity(settings: ETLSettings) -> str:
+    """``kafka.worker_id``, else an id made once and kept in ``<data_dir>/worker-id``.
+
+    Stable across restarts of a worker on the same data directory (so a restarted
+    worker fences the one it replaces), distinct between workers with their own
+    data directories (``--processes`` children have one each).
+    """
+    if settings.kafka.worker_id:
+        return settings.kafka.worker_id
+    path = Path(settings.data_dir) / "worker-id"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        return text
+    text = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"worker-id.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    try:
+        # The first of two workers starting at once wins; both read its id.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def tp_key(tp: TopicPartition) -> str:
@@ -141,6 +180,10 @@ class ConsumerPipeline(Service):
         """The producer of this pipeline (outputs and dead letters)."""
         return NativeProducer(self.settings.kafka, name=self.name)
 
+    def instance_id(self) -> str | None:
+        """The consumer's static ``group.instance.id`` (None: a dynamic member)."""
+        return None
+
     async def on_start(self) -> None:
         self.status.state = State.STARTING
         self.add_future(self._main())
@@ -182,6 +225,7 @@ class ConsumerPipeline(Service):
             start_offset=self.start_offset,
             name=self.name,
             records=self.record_objects,
+            instance_id=self.instance_id(),
         )
         consumer.subscribe(self.topics, on_assigned=self._on_assigned, on_revoked=self._on_revoked)
         consumer.pause_all(self._paused)
@@ -294,7 +338,16 @@ class ConsumerPipeline(Service):
                     self.status.state = State.PAUSED if self._paused else State.RUNNING
                 delay, retries = 0.5, 0
             except PipelineHalted as halt:
-                await self._halt(halt)
+                await self._halt(halt, state=halt.state)
+                return
+            except (ProducerFenced, ConsumerFenced) as exc:
+                # Exactly-once: a newer worker with this identity took the pipeline
+                # over (a zombie's fate; nothing of its open transaction is visible),
+                # or the client failed for good: retrying cannot help.
+                await self._halt(
+                    PipelineHalted(f"stopped, a newer worker took over: {self._text(exc)}"),
+                    state=State.FAILED,
+                )
                 return
             except PipelineStopping as exc:
                 log.warning("pipeline stopped mid-write pipeline=%s reason=%r", self.name, str(exc))

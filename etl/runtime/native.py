@@ -267,9 +267,15 @@ class NativeConsumer:
         start_offset: str = "latest",
         name: str = "",
         records: bool = True,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.config = consumer_config(settings, group_id=group_id, start_offset=start_offset)
+        if instance_id:
+            # Static membership (exactly-once pipelines): a restarted worker takes its
+            # predecessor's place in the group at once, without waiting for the broker
+            # to evict the dead member (some never do), and fences it if it still runs.
+            self.config["group.instance.id"] = instance_id
         self.config["error_cb"] = self._on_error
         self.name = name
         #: Return :class:`Record` objects (sinks) or the raw librdkafka messages (transforms).
@@ -285,6 +291,7 @@ class NativeConsumer:
         self._pause_all = False
         self._closed = threading.Event()
         self._last_error = ""
+        self._fatal = ""
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -324,6 +331,10 @@ class NativeConsumer:
 
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            # Fenced (another member took this static member's place): this consumer
+            # can do nothing more; the next poll stops the pipeline.
+            self._fatal = text
         if text != self._last_error:
             self._last_error = text
             log.warning("kafka consumer error pipeline=%s error=%r", self.name, text)
@@ -367,6 +378,8 @@ class NativeConsumer:
         messages = await self._run(
             self._poll_thread, self._consume, consumer, max_records, timeout_ms / 1000
         )
+        if self._fatal:
+            raise ConsumerFenced(f"consumer unusable: {self._fatal}")
         if not messages:
             return {}
         batch: dict[TopicPartition, list[Any]] = {}
@@ -471,6 +484,13 @@ class NativeConsumer:
             return None
         return high if high >= 0 else None
 
+    def group_metadata(self) -> Any:
+        """The group generation and member, for ``send_offsets_to_transaction``."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RetriableError("consumer is closed")
+        return consumer.consumer_group_metadata()
+
     # ---- pause ----------------------------------------------------------------------------
 
     def assignment(self) -> set[TopicPartition]:
@@ -507,6 +527,14 @@ class CommitFailed(Exception):
     """The commit was refused (a rebalance took the partitions): redelivery, not loss."""
 
 
+class ConsumerFenced(Exception):
+    """A fatal consumer error: another member with this static identity took over."""
+
+
+class ProducerFenced(Exception):
+    """A producer's fatal error (a newer transactional producer with its id took over)."""
+
+
 class NativeProducer:
     """A librdkafka producer for asyncio: batch produce + one wait, or aiokafka-style send."""
 
@@ -530,6 +558,63 @@ class NativeProducer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._producer = await self._loop.run_in_executor(self._thread, Producer, self.config)
+        if self.config.get("transactional.id"):
+            # Fences any older producer with this id and aborts its open transaction.
+            await self._txn(self._producer.init_transactions, 30.0)
+
+    # ---- transactions (exactly-once only: docs/transforms.md, "Exactly-once") ----------
+
+    @property
+    def transactional(self) -> bool:
+        return bool(self.config.get("transactional.id"))
+
+    def begin_transaction(self) -> None:
+        """Open the batch's transaction (a local call; no broker round trip)."""
+        self.client.begin_transaction()
+
+    async def commit_transaction(self, offsets: dict[TopicPartition, int], group: Any) -> None:
+        """Add the consumed ``offsets`` to the transaction and commit it.
+
+        Raises :class:`ProducerFenced` when a newer producer took the id over,
+        :class:`RetriableError` when the transaction had to be aborted.
+        """
+        producer = self.client
+        natives = [_native(tp, off) for tp, off in offsets.items()]
+        try:
+            if natives:
+                await self._txn(producer.send_offsets_to_transaction, natives, group, 30.0)
+            await self._txn(producer.commit_transaction, 60.0)
+        except KafkaException as exc:
+            await self.abort_transaction()
+            raise RetriableError(f"transaction not committed: {exc.args[0].str()}") from None
+
+    async def abort_transaction(self) -> None:
+        """Abort the open transaction: nothing of it is visible to ``read_committed`` readers."""
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            await self._txn(producer.abort_transaction, 60.0)
+        except KafkaException as exc:
+            # Nothing open (already aborted or never begun) is fine; fenced is not.
+            if exc.args[0].code() != KafkaError._STATE:
+                raise
+
+    async def _txn(self, call: Any, *args: Any) -> Any:
+        """A transactional call on the producer thread; retriable errors are retried."""
+        loop = self._loop or asyncio.get_running_loop()
+        for attempt in range(5):
+            try:
+                return await loop.run_in_executor(self._thread, call, *args)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or error.code() == KafkaError._FATAL:
+                    raise ProducerFenced(f"producer unusable: {error.str()}") from None
+                if error.retriable() and attempt < 4:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                    continue
+                raise
+        return None  # pragma: no cover
 
     async def stop(self, timeout: float = 10.0) -> None:
         producer, self._producer = self._producer, None

@@ -16,6 +16,16 @@ never retried: it is dead-lettered, or halts the pipeline under ``stop``.
 
 The function can be swapped (hot reload) between batches: :meth:`swap` takes
 effect at the next batch boundary, so no message is handled by both versions.
+
+Exactly-once (``processing_guarantee: exactly_once``, docs/transforms.md, "Exactly-once") is
+a separate branch taken only when configured, so the at-least-once path stays as
+it is: each batch is one Kafka transaction (begin, produce outputs and dead
+letters, add the consumed offsets with the consumer's group metadata, commit).
+Any failure aborts it, so nothing of the batch is visible to ``read_committed``
+readers, and the loop rewinds to the committed offsets. A record the broker
+refuses poisons the whole transaction: it is aborted, the record remembered, and
+the batch run again from memory with that record dead-lettered (or halting the
+pipeline under ``stop``) in its place.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Container, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -32,9 +43,17 @@ from etl.deadletter import DeadLetterWriter
 from etl.errors import RecordError, RetriableError
 from etl.kafka import ensure_topics, topic_partitions
 from etl.message import OutRecord, native_to_message, normalize_result
-from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+from etl.runtime.consumer import (
+    Batch,
+    Commit,
+    ConsumerPipeline,
+    PipelineHalted,
+    worker_identity,
+)
 from etl.runtime.native import (
+    NativeProducer,
     ProduceError,
+    ProducerFenced,
     is_record_error,
     produce_error,
     to_record,
@@ -54,6 +73,24 @@ log = logging.getLogger("etl.transform")
 
 #: Errors of building or handing one output to the client: that record's fault.
 RECORD_PRODUCE_ERRORS: tuple[type[BaseException], ...] = (ProduceError, ValueError, TypeError)
+#: Longest transaction the broker keeps open (Kafka's transaction.max.timeout.ms default).
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+
+
+class _KnownBad:
+    """A record whose earlier attempt in an aborted transaction failed (exactly-once)."""
+
+    __slots__ = ("exc", "halt", "stage")
+
+    def __init__(self, stage: str, exc: BaseException, halt: bool) -> None:
+        self.stage = stage
+        self.exc = exc
+        #: Its dead letter could not be written either: the pipeline halts before it.
+        self.halt = halt
+
+
+class _Redo(Exception):
+    """The batch's transaction was aborted for a record error: run the batch again."""
 
 
 class TransformPipeline(ConsumerPipeline):
@@ -76,6 +113,10 @@ class TransformPipeline(ConsumerPipeline):
         #: Source offsets whose outputs were all acknowledged in a batch that is
         #: being retried: skipped when it is read again (no repeated output).
         self._acked: dict[TopicPartition, set[int]] = {}
+        guarantee = spec.processing_guarantee or self.settings.kafka.processing_guarantee
+        self.exactly_once = guarantee == "exactly_once"
+        #: Exactly-once only: records that failed in an aborted transaction, by offset.
+        self._known_bad: dict[TopicPartition, dict[int, _KnownBad]] = {}
         self._thread: UserCodeThread | None = None
         self.call_times = CallTimes()
         self._p99_at = 0.0
@@ -107,6 +148,29 @@ class TransformPipeline(ConsumerPipeline):
         if thread is not None:
             thread.stop()
 
+    # ---- exactly-once: identity ---------------------------------------------------
+
+    def transactional_id(self) -> str:
+        """``<group>-<worker id>``: stable across restarts, so a restart fences its zombie."""
+        return f"{self.group_id}-{worker_identity(self.settings)}"
+
+    def instance_id(self) -> str | None:
+        # Static membership only under exactly-once (the at-least-once group is unchanged).
+        return self.transactional_id() if self.exactly_once else None
+
+    def make_producer(self) -> NativeProducer:
+        if not self.exactly_once:
+            return super().make_producer()  # type: ignore[no-any-return]
+        kafka = self.settings.kafka
+        # A batch may take up to half the poll interval: the transaction must outlive it.
+        timeout = min(max(60_000, kafka.max_poll_interval_ms), MAX_TRANSACTION_TIMEOUT_MS)
+        overrides = {
+            "transactional.id": self.transactional_id(),
+            "enable.idempotence": True,
+            "transaction.timeout.ms": timeout,
+        }
+        return NativeProducer(kafka, name=self.name, **overrides)
+
     # ---- setup --------------------------------------------------------------------
 
     async def setup(self) -> None:
@@ -137,10 +201,19 @@ class TransformPipeline(ConsumerPipeline):
     # ---- the batch ------------------------------------------------------------------
 
     async def process(self, batch: Batch) -> Commit:
+        if self.exactly_once:
+            return await self._process_transaction(batch)
+        return await self._settle(await self._run_batch(batch))
+
+    async def _run_batch(self, batch: Batch) -> _Job:
+        """Run ``deal_message`` over the batch on the user-code thread, queueing outputs."""
         self._take_swap()
         spec = self.spec
         producer = self.producer
-        job = _Job(self, self.policy == "stop", self._acked, self._timeout(), self._batch_budget())
+        # Under exactly-once nothing of an aborted attempt is kept: the records to
+        # treat apart are the ones that failed in it (routed in place, not skipped).
+        skip = self._known_bad if self.exactly_once else self._acked
+        job = _Job(self, self.policy == "stop", skip, self._timeout(), self._batch_budget())
         producer.take_failures()
         thread = self._user_thread()
         if spec.is_async:
@@ -173,7 +246,7 @@ class TransformPipeline(ConsumerPipeline):
             self._p99_at = now
             self.status.call_p99_ms = self.call_times.p99_ms()
         self._seeks.update(job.seeks(batch, complete))
-        return await self._settle(job)
+        return job
 
     async def _settle(self, job: _Job) -> Commit:
         """Dead letters, one wait for every acknowledgement, then what may be committed."""
@@ -230,6 +303,100 @@ class TransformPipeline(ConsumerPipeline):
             raise halt
         return commit
 
+    # ---- exactly-once: the batch as one transaction --------------------------------
+
+    async def _process_transaction(self, batch: Batch) -> Commit:
+        """Begin, run the batch, settle it in its transaction; returns nothing to commit.
+
+        Returns ``{}``: the offsets are committed inside the transaction, never by
+        the loop. A record error aborts the transaction and runs the batch again
+        from memory (the consumer has not moved), each attempt knowing one more
+        failed record, so this ends within as many attempts as the batch has records.
+        """
+        producer = self.producer
+        while True:
+            self._seeks = {}
+            producer.begin_transaction()
+            try:
+                job = await self._run_batch(batch)
+                return await self._settle_transaction(job)
+            except _Redo:
+                continue
+            except BaseException:
+                # Whatever went wrong, nothing of this batch becomes visible; the
+                # loop rewinds to the committed offsets (or the pipeline stops).
+                await self._abort_quietly()
+                raise
+
+    async def _abort_quietly(self) -> None:
+        try:
+            await self.producer.abort_transaction()
+        except Exception as exc:
+            log.warning("transaction abort failed pipeline=%s error=%r", self.name, self._text(exc))
+
+    async def _settle_transaction(self, job: _Job) -> Commit:
+        """Dead letters, one wait, then commit the transaction with the batch's offsets."""
+        target = self.spec.target_topic
+        producer = self.producer
+        sources, outputs, commit = job.sources, job.outputs, job.commit
+        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
+        for index, stage, failure in job.failed:
+            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
+
+        await producer.wait_all(stopping=lambda: self.should_stop)
+
+        retry: BaseException | None = None
+        bad: dict[int, _KnownBad] = {}
+        lost: set[int] = set()
+        for kafka_error, msg in producer.take_failures():
+            index = _source_of(msg, outputs, lost)
+            lost.add(index)
+            if index >= 0 and is_record_error(kafka_error):
+                error = produce_error(kafka_error, record_error=True)
+                bad.setdefault(index, _KnownBad("produce", error, False))
+            else:
+                retry = retry or produce_error(kafka_error, record_error=False)
+        for index, letter in letters:
+            outcome = await _outcome(letter)
+            if outcome is None:
+                continue
+            if isinstance(outcome, ProduceError) and not outcome.record_error:
+                retry = retry or outcome
+            else:
+                # The dead letter cannot be written at all: halt before its record.
+                bad[index] = _KnownBad("dead-letter", outcome, True)
+        if retry is not None:
+            raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
+        if bad:
+            # The broker refused records: the transaction cannot commit. Abort it and
+            # run the batch again with those records routed in place.
+            await producer.abort_transaction()
+            learned = False
+            for index, known in bad.items():
+                tp, message = sources[index]
+                seen = self._known_bad.setdefault(tp, {})
+                learned = learned or message.offset() not in seen
+                seen[message.offset()] = known
+            if not learned:
+                raise RetriableError(f"produce to {target!r} failed again for the same records")
+            raise _Redo()
+
+        owned = {tp: off for tp, off in commit.items() if tp in self._assigned}
+        await producer.commit_transaction(owned, self.consumer.group_metadata())
+        for tp, offset in owned.items():
+            self._progress(tp).committed = offset
+            failed = self._known_bad.get(tp)
+            if failed:
+                for old in [off for off in failed if off < offset]:
+                    del failed[old]
+        self.status.produced += len(outputs)
+        self.status.filtered += job.filtered
+        if job.halt is not None:
+            # Under ``stop`` the batch ended at the bad record: what came before it is
+            # committed with its offsets, nothing past it (the halt commits nothing more).
+            raise job.halt
+        return {}
+
     def _timeout(self) -> float:
         return float(self.spec.timeout or self.settings.transform_timeout)
 
@@ -256,6 +423,13 @@ class TransformPipeline(ConsumerPipeline):
                 if job.abandoned:
                     return
                 if skip and message.offset() in skip:
+                    known = job.known(tp, message)
+                    if known is None:
+                        continue
+                    index = len(job.sources)
+                    job.sources.append((tp, message))
+                    if job.fail(tp, message, index, known.exc, known.stage, halt=known.halt):
+                        return
                     continue
                 index = len(job.sources)
                 job.sources.append((tp, message))
@@ -319,12 +493,16 @@ class TransformPipeline(ConsumerPipeline):
                 finally:
                     times.append(time.monotonic() - started)
 
-        plan: list[tuple[TopicPartition, list[tuple[Any, int, asyncio.Future[Any]]]]] = []
+        plan: list[tuple[TopicPartition, list[tuple[Any, int, asyncio.Future[Any] | None]]]] = []
         for tp, messages in batch.items():
             skip = job.acked.get(tp)
-            entries: list[tuple[Any, int, asyncio.Future[Any]]] = []
+            entries: list[tuple[Any, int, asyncio.Future[Any] | None]] = []
             for message in messages:
                 if skip and message.offset() in skip:
+                    if job.known(tp, message) is not None:
+                        # Failed in an aborted transaction: routed in its place below.
+                        entries.append((message, len(job.sources), None))
+                        job.sources.append((tp, message))
                     continue
                 index = len(job.sources)
                 job.sources.append((tp, message))
@@ -333,6 +511,12 @@ class TransformPipeline(ConsumerPipeline):
         try:
             for tp, entries in plan:
                 for message, index, task in entries:
+                    if task is None:
+                        known = job.known(tp, message)
+                        assert known is not None
+                        if job.fail(tp, message, index, known.exc, known.stage, halt=known.halt):
+                            return
+                        continue
                     try:
                         result = await task
                     except (Exception, SystemExit) as exc:
@@ -346,7 +530,8 @@ class TransformPipeline(ConsumerPipeline):
         finally:
             for _tp, entries in plan:
                 for _message, _index, task in entries:
-                    task.cancel()
+                    if task is not None:
+                        task.cancel()
 
     def _queue(self, job: _Job, tp: TopicPartition, message: Any, index: int, result: Any) -> bool:
         """Produce ``result``'s outputs; False when the batch must end (halt)."""
@@ -422,6 +607,7 @@ class TransformPipeline(ConsumerPipeline):
         # A rewind keeps ``_acked`` (that is its point); a partition given up forgets it.
         for tp in revoked:
             self._acked.pop(tp, None)
+            self._known_bad.pop(tp, None)
         await super()._on_revoked(revoked)
 
     def _halt_reason(self, message: Any, stage: str, exc: BaseException) -> PipelineHalted:
@@ -470,7 +656,7 @@ class _Job:
         self,
         pipeline: TransformPipeline,
         stop: bool,
-        acked: dict[TopicPartition, set[int]],
+        acked: Mapping[TopicPartition, Container[int]],
         timeout: float,
         budget: float,
     ) -> None:
@@ -491,6 +677,12 @@ class _Job:
         self.call_times: list[float] = []
         self.ended_early = False
         self.abandoned = False
+        #: Exactly-once: records of an aborted attempt that failed (also in ``acked``).
+        self.known_bad = pipeline._known_bad
+
+    def known(self, tp: TopicPartition, message: Any) -> _KnownBad | None:
+        """How ``message`` failed in an aborted transaction, if it did."""
+        return self.known_bad.get(tp, {}).get(message.offset())
 
     def fail(
         self,
@@ -499,11 +691,13 @@ class _Job:
         index: int,
         exc: BaseException,
         stage: str | None = None,
+        *,
+        halt: bool = False,
     ) -> bool:
-        """Route a failed record; True when the batch must end here (``stop``)."""
+        """Route a failed record; True when the batch must end here (``stop``, or ``halt``)."""
         if stage is None:
             stage = exc.stage if isinstance(exc, RecordError | TransformTimeout) else "transform"
-        if self.stop:
+        if self.stop or halt:
             self.commit[tp] = message.offset()
             self.halt = self.pipeline._halt_reason(message, stage, exc)
             return True
@@ -567,6 +761,10 @@ def _produce_error(exc: BaseException, topic: str) -> BaseException:
 
     if isinstance(exc, KafkaException):
         error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
+            # The producer can never produce again (fenced by a newer transactional
+            # producer with its id): retrying cannot help; the pipeline stops.
+            raise ProducerFenced(f"producer unusable: {error.str()}") from None
         if isinstance(error, KafkaError) and not is_record_error(error):
             raise RetriableError(f"produce to {topic!r} failed: {error.str()}") from None
         reason = error if isinstance(error, KafkaError) else str(exc)

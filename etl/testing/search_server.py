@@ -78,7 +78,10 @@ class SearchServer:
 
     ``stop()`` ends it (SIGTERM: it saves its data), ``start()`` again serves the same
     data on the same port; ``pause()``/``resume()`` freeze it (SIGSTOP/SIGCONT).
+    A subclass serves another noida-db service by overriding ``service`` and ``ready``.
     """
+
+    service = "elasticsearch"
 
     def __init__(self, port: int | None = None, base: Path | None = None) -> None:
         self.port = port or free_port()
@@ -106,8 +109,8 @@ class SearchServer:
                 self.binary,
                 "start",
                 "--only",
-                "elasticsearch",
-                "--elasticsearch-port",
+                self.service,
+                f"--{self.service}-port",
                 str(self.port),
                 "--host",
                 "127.0.0.1",
@@ -124,11 +127,15 @@ class SearchServer:
                 raise SearchServerUnavailable(
                     f"noida-db exited ({self.process.returncode}): {self._tail()}"
                 )
-            if http_get(self.url + "/", timeout=0.5) is not None:
+            if self.ready():
                 return self
             time.sleep(0.1)
         self.stop()
         raise SearchServerUnavailable(f"noida-db did not answer in {timeout}s: {self._tail()}")
+
+    def ready(self) -> bool:
+        """True once the service answers."""
+        return http_get(self.url + "/", timeout=0.5) is not None
 
     def _tail(self) -> str:
         try:

@@ -26,6 +26,7 @@ START_OFFSETS = ("earliest", "latest")
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
 TOPIC_NAME = re.compile(TOPIC_PATTERN)
 POLICIES = ("continue", "stop")
+GUARANTEES = ("at_least_once", "exactly_once")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TransformSpec:
     timeout: float | None = None
     #: Calls in flight for ``async def deal_message`` (``CONCURRENCY``); None = the setting.
     concurrency: int | None = None
+    #: ``PROCESSING_GUARANTEE``; None = ``kafka.processing_guarantee``.
+    processing_guarantee: str | None = None
     origin: str = "python"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +67,7 @@ class TransformSpec:
             and self.start_offset == other.start_offset
             and self.target_partitions == other.target_partitions
             and self.dead_letter_topic == other.dead_letter_topic
+            and self.processing_guarantee == other.processing_guarantee
         )
 
 
@@ -191,9 +195,19 @@ def compile_transform(
         problems.append(("TIMEOUT must be a positive number of seconds", lines.get("TIMEOUT")))
     concurrency = setting("CONCURRENCY")
     if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= 1024
     ):
         problems.append(("CONCURRENCY must be an int from 1 to 1024", lines.get("CONCURRENCY")))
+    guarantee = setting("PROCESSING_GUARANTEE")
+    if guarantee is not None and guarantee not in GUARANTEES:
+        problems.append(
+            (
+                f"PROCESSING_GUARANTEE must be one of {', '.join(GUARANTEES)}, not {guarantee!r}",
+                lines.get("PROCESSING_GUARANTEE"),
+            )
+        )
     if problems:
         message = "; ".join(text for text, _ in problems)
         line = next((ln for _, ln in problems if ln), None)
@@ -211,6 +225,7 @@ def compile_transform(
         dead_letter_topic=dead_letter_topic,
         timeout=float(timeout) if timeout is not None else None,
         concurrency=concurrency,
+        processing_guarantee=guarantee,
         version=content_version(source),
         origin=origin,
     )

@@ -180,6 +180,7 @@ def render_template(
     target_partitions: int | None = None,
     dead_letter_topic: str | None = None,
     timeout: float | None = None,
+    processing_guarantee: str | None = None,
     origin: str = "",
 ) -> str:
     """Python source of the transform ``name`` renders to (params validated first)."""
@@ -196,6 +197,7 @@ def render_template(
         target_partitions=target_partitions,
         dead_letter_topic=dead_letter_topic,
         timeout=timeout,
+        processing_guarantee=processing_guarantee,
         params=model.render_context(),
     )
 
@@ -219,6 +221,8 @@ class TemplateFile(BaseModel):
     dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
     #: Seconds one call may take; unset = ``transform_timeout``.
     timeout: float | None = Field(default=None, gt=0)
+    #: at_least_once | exactly_once; unset = ``kafka.processing_guarantee``.
+    processing_guarantee: str | None = Field(default=None, pattern="^(at_least_once|exactly_once)$")
 
 
 Loc = tuple[str | int, ...]
@@ -347,6 +351,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
         target_partitions=spec_file.target_partitions,
         dead_letter_topic=spec_file.dead_letter_topic,
         timeout=spec_file.timeout,
+        processing_guarantee=spec_file.processing_guarantee,
         origin=path.name,
     )
     spec = compile_transform(source, path, origin=f"template:{template.name}")

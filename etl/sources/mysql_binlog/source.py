@@ -10,6 +10,12 @@ acknowledged transaction end. A lost broker or server connection restarts the
 run from the last acknowledged position with backoff; a clean stop hands over
 everything up to a transaction end and saves that position, so a restart
 neither loses nor repeats a change.
+
+With ``kafka.processing_guarantee: exactly_once`` the changes of each MySQL
+transaction and the position record of its end are written in one Kafka
+transaction (a separate branch, :meth:`MySQLBinlogSource._submit_transaction`):
+a crash aborts what was open, and the restart reads on from the position of the
+last committed transaction, so ``read_committed`` readers see every change once.
 """
 
 from __future__ import annotations
@@ -112,6 +118,9 @@ class MySQLBinlogSource(Service):
         self.lock = SourceLock(config, lock_name(settings.kafka.group_prefix, config.name))
         self._lock_lost = False
         self.progress = BinlogProgress(config, PartitionProgress())
+        self.exactly_once = settings.kafka.processing_guarantee == "exactly_once"
+        #: Exactly-once: a Kafka transaction is open (changes since the last commit).
+        self._in_transaction = False
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -248,7 +257,8 @@ class MySQLBinlogSource(Service):
         info = await asyncio.to_thread(self._preflight)
         for warning in info.warnings:
             log.warning("source preflight warning source=%s warning=%r", self.name, warning)
-        self.producer = NativeProducer(self.settings.kafka, name=self.name)
+        self.producer = self._make_producer()
+        self._in_transaction = False
         await self.producer.start()
         watcher = asyncio.ensure_future(self._watch_lock())
         try:
@@ -284,10 +294,27 @@ class MySQLBinlogSource(Service):
             watcher.cancel()
             producer, self.producer = self.producer, None
             try:
+                if producer is not None and self._in_transaction:
+                    # A MySQL transaction not handed over whole: publish none of it.
+                    self._in_transaction = False
+                    await producer.abort_transaction()
                 if producer is not None:
                     await producer.stop()
             except Exception as exc:  # pragma: no cover - best effort on the way out
                 log.warning("producer stop failed source=%s error=%r", self.name, exc)
+
+    def _make_producer(self) -> NativeProducer:
+        kafka = self.settings.kafka
+        if not self.exactly_once:
+            return NativeProducer(kafka, name=self.name)
+        # One worker at a time runs the source (the lock): one stable transactional.id
+        # per source lets the next one fence the previous and abort what it left open.
+        overrides = {
+            "transactional.id": f"{kafka.group_prefix}-source-{self.name}",
+            "enable.idempotence": True,
+            "transaction.timeout.ms": min(max(60_000, kafka.max_poll_interval_ms), 900_000),
+        }
+        return NativeProducer(kafka, name=self.name, **overrides)
 
     def _preflight(self) -> ServerInfo:
         connection = connect(self.config)
@@ -407,35 +434,11 @@ class MySQLBinlogSource(Service):
 
     async def _submit(self, items: list[Handover], dead_letters: DeadLetterWriter) -> str | None:
         """Queue every message of ``items`` on the producer, wait once, then save the mark."""
+        if self.exactly_once:
+            return await self._submit_transaction(items, dead_letters)
         producer = self.producer
         assert producer is not None
-        produce = producer.client.produce
-        producer.take_failures()
-        letters = []
-        records = nbytes = rows = 0
-        mark: BinlogPosition | None = None
-        halt: str | None = None
-        for item in items:
-            for topic, partition, messages in item.batches:
-                for key, value, headers in messages:
-                    while True:
-                        try:
-                            produce(topic, value, key, partition=partition, headers=headers)  # type: ignore[arg-type]
-                            break
-                        except BufferError:
-                            # The client's queue is full: let it send, then go on.
-                            await producer.serve(0.1)
-                        except KafkaException as exc:
-                            raise RetriableError(
-                                f"produce to {topic!r} failed: {exc.args[0] if exc.args else exc}"
-                            ) from None
-                records += len(messages)
-            for dead in item.dead:
-                letters.append(await self._dead_letter(dead_letters, dead))
-            nbytes += item.nbytes
-            rows += item.rows
-            mark = item.mark or mark
-            halt = item.halt or halt
+        letters, records, nbytes, rows, mark, halt = await self._queue(items, dead_letters)
         # One wait for every acknowledgement before the position moves; a stop while
         # the broker is away gives up (the position stays at the last acknowledged end).
         await producer.wait_all(stopping=lambda: self._stopping)
@@ -471,6 +474,96 @@ class MySQLBinlogSource(Service):
             await self._save(force=False)
         return halt
 
+    async def _queue(
+        self, items: list[Handover], dead_letters: DeadLetterWriter
+    ) -> tuple[list[Any], int, int, int, BinlogPosition | None, str | None]:
+        """Queue the messages and dead rows of ``items``: (letters, records, bytes, rows,
+        last transaction end, halt reason)."""
+        producer = self.producer
+        assert producer is not None
+        produce = producer.client.produce
+        producer.take_failures()
+        letters = []
+        records = nbytes = rows = 0
+        mark: BinlogPosition | None = None
+        halt: str | None = None
+        for item in items:
+            for topic, partition, messages in item.batches:
+                for key, value, headers in messages:
+                    while True:
+                        try:
+                            produce(topic, value, key, partition=partition, headers=headers)  # type: ignore[arg-type]
+                            break
+                        except BufferError:
+                            # The client's queue is full: let it send, then go on.
+                            await producer.serve(0.1)
+                        except KafkaException as exc:
+                            raise RetriableError(
+                                f"produce to {topic!r} failed: {exc.args[0] if exc.args else exc}"
+                            ) from None
+                records += len(messages)
+            for dead in item.dead:
+                letters.append(await self._dead_letter(dead_letters, dead))
+            nbytes += item.nbytes
+            rows += item.rows
+            mark = item.mark or mark
+            halt = item.halt or halt
+        return letters, records, nbytes, rows, mark, halt
+
+    async def _submit_transaction(
+        self, items: list[Handover], dead_letters: DeadLetterWriter
+    ) -> str | None:
+        """Exactly-once: produce into the open Kafka transaction; commit it with the
+        position when the handovers end at a MySQL transaction end.
+
+        A MySQL transaction split over several handovers stays in one Kafka
+        transaction. Any failure aborts it (nothing of it is visible) and the run
+        restarts from the last committed position. A change the broker refuses
+        cannot be dead-lettered here (the refusal dooms the whole transaction): the
+        source stops before it, nothing lost.
+        """
+        producer = self.producer
+        assert producer is not None and self.store is not None
+        if not self._in_transaction:
+            producer.begin_transaction()
+            self._in_transaction = True
+        letters, records, nbytes, rows, _mark, halt = await self._queue(items, dead_letters)
+        await producer.wait_all(stopping=lambda: self._stopping)
+        refused: str | None = None
+        for error, message in producer.take_failures():
+            failure = produce_error(error, record_error=is_record_error(error))
+            if not failure.record_error:
+                raise RetriableError(f"produce to {message.topic()!r} failed: {error.str()}")
+            refused = refused or (
+                f"cannot publish a change to topic {message.topic()!r}: "
+                f"{type(failure).__name__}: {failure} (exactly_once: the transaction is "
+                "aborted and the source stops before it)"
+            )
+        for letter in letters:
+            await letter
+        if self.handoff is not None:
+            self.handoff.release(nbytes)
+        self.status.consumed += rows
+        self.status.dead_lettered += len(letters)
+        mark = items[-1].mark if items else None
+        if refused is None and mark is not None:
+            # Every change up to this MySQL transaction end, and its position: one commit.
+            await self.store.save(mark)
+            await producer.commit_transaction({}, None)
+            self._in_transaction = False
+            self.acked = mark
+            self._last_save = time.monotonic()
+            self.progress.progress.committed = self.progress.offset(mark)
+            if mark.snapshot == "done":
+                self._resnapshot = False
+            self.status.produced += records
+        elif refused is not None or halt is not None:
+            # Halting: publish nothing of the open transaction (the restart reads on
+            # from the last committed position).
+            self._in_transaction = False
+            await producer.abort_transaction()
+        return refused or halt
+
     async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadRow) -> Any:
         record = _DeadRecord(topic=dead.topic, key=dead.key, value=dead.value)
         return await writer.send(
@@ -486,6 +579,8 @@ class MySQLBinlogSource(Service):
         )
 
     async def _save(self, *, force: bool) -> None:
+        if self.exactly_once:
+            return  # saved inside each Kafka transaction
         store = self.store
         position = self.acked
         if store is None or position is None or position == store.saved:
