@@ -84,6 +84,11 @@ def test_a_slow_transform_leaves_the_web_api_and_other_pipelines_alone(
             lambda w: (w.pipeline("slow") or {}).get("consumed") == count, 30, "all consumed"
         )
         status = worker.pipeline("slow") or {}
+    print(
+        f"status API: {len(latencies)} requests, max {max(latencies or [0]) * 1000:.0f} ms; "
+        f"slow outputs when the fast pipeline was done: {slow_done_when_fast_done}/{count}; "
+        f"p99 call {status.get('call_p99_ms')} ms"
+    )
     assert len(fast) == 200
     assert slow_done_when_fast_done < count, "the fast pipeline finished while the slow one ran"
     assert Counter(values(slow)) == Counter(f"{i}+s" for i in range(count)), "each exactly once"
