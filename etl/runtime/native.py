@@ -224,15 +224,7 @@ def to_record(message: Any) -> Record:
     """A librdkafka message as a :class:`Record` (an aiokafka-like record passes through)."""
     if isinstance(message, Record) or not callable(getattr(message, "topic", None)):
         return message  # type: ignore[no-any-return]
-    return Record(
-        message.topic(),
-        message.partition(),
-        message.offset(),
-        message.key(),
-        message.value(),
-        message.headers(),
-        message.timestamp()[1],
-    )
+    return _native_record(message)
 
 
 def _native_record(message: Any) -> Record:

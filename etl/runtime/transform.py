@@ -33,16 +33,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Container, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
-from confluent_kafka import KafkaError
 
 from etl.deadletter import DeadLetterWriter
-from etl.errors import RecordError, RetriableError
+from etl.errors import RetriableError
 from etl.kafka import ensure_topics, topic_partitions
 from etl.message import OutRecord, native_to_message, normalize_result
+from etl.runtime.batch import (
+    Job,
+    KnownBad,
+    absorb,
+    outcome_of,
+    produce_failure,
+    source_of,
+    user_code_location,
+)
 from etl.runtime.consumer import (
     Batch,
     Commit,
@@ -53,14 +60,11 @@ from etl.runtime.consumer import (
 from etl.runtime.native import (
     NativeProducer,
     ProduceError,
-    ProducerFenced,
     is_record_error,
     produce_error,
     to_record,
 )
 from etl.runtime.usercode import (
-    ABANDON_GRACE_S,
-    CallClock,
     CallTimes,
     TransformTimeout,
     UserCodeThread,
@@ -71,22 +75,8 @@ from etl.transforms.loader import TransformSpec
 
 log = logging.getLogger("etl.transform")
 
-#: Errors of building or handing one output to the client: that record's fault.
-RECORD_PRODUCE_ERRORS: tuple[type[BaseException], ...] = (ProduceError, ValueError, TypeError)
 #: Longest transaction the broker keeps open (Kafka's transaction.max.timeout.ms default).
 MAX_TRANSACTION_TIMEOUT_MS = 900_000
-
-
-class _KnownBad:
-    """A record whose earlier attempt in an aborted transaction failed (exactly-once)."""
-
-    __slots__ = ("exc", "halt", "stage")
-
-    def __init__(self, stage: str, exc: BaseException, halt: bool) -> None:
-        self.stage = stage
-        self.exc = exc
-        #: Its dead letter could not be written either: the pipeline halts before it.
-        self.halt = halt
 
 
 class _Redo(Exception):
@@ -116,7 +106,7 @@ class TransformPipeline(ConsumerPipeline):
         guarantee = spec.processing_guarantee or self.settings.kafka.processing_guarantee
         self.exactly_once = guarantee == "exactly_once"
         #: Exactly-once only: records that failed in an aborted transaction, by offset.
-        self._known_bad: dict[TopicPartition, dict[int, _KnownBad]] = {}
+        self._known_bad: dict[TopicPartition, dict[int, KnownBad]] = {}
         self._thread: UserCodeThread | None = None
         self.call_times = CallTimes()
         self._p99_at = 0.0
@@ -205,7 +195,7 @@ class TransformPipeline(ConsumerPipeline):
             return await self._process_transaction(batch)
         return await self._settle(await self._run_batch(batch))
 
-    async def _run_batch(self, batch: Batch) -> _Job:
+    async def _run_batch(self, batch: Batch) -> Job:
         """Run ``deal_message`` over the batch on the user-code thread, queueing outputs."""
         self._take_swap()
         spec = self.spec
@@ -213,7 +203,7 @@ class TransformPipeline(ConsumerPipeline):
         # Under exactly-once nothing of an aborted attempt is kept: the records to
         # treat apart are the ones that failed in it (routed in place, not skipped).
         skip = self._known_bad if self.exactly_once else self._acked
-        job = _Job(self, self.policy == "stop", skip, self._timeout(), self._batch_budget())
+        job = Job(self, self.policy == "stop", skip, self._timeout(), self._batch_budget())
         producer.take_failures()
         thread = self._user_thread()
         if spec.is_async:
@@ -248,7 +238,7 @@ class TransformPipeline(ConsumerPipeline):
         self._seeks.update(job.seeks(batch, complete))
         return job
 
-    async def _settle(self, job: _Job) -> Commit:
+    async def _settle(self, job: Job) -> Commit:
         """Dead letters, one wait for every acknowledgement, then what may be committed."""
         target = self.spec.target_topic
         producer = self.producer
@@ -265,7 +255,7 @@ class TransformPipeline(ConsumerPipeline):
         retry: BaseException | None = None
         lost: set[int] = set()
         for kafka_error, msg in producer.take_failures():
-            index = _source_of(msg, outputs, lost)
+            index = source_of(msg, outputs, lost)
             lost.add(index)
             if is_record_error(kafka_error):
                 bad.setdefault(index, produce_error(kafka_error, record_error=True))
@@ -284,7 +274,7 @@ class TransformPipeline(ConsumerPipeline):
                 continue
             letters.append((index, await self._dead_letter(sources[index][1], "produce", failure)))
         for index, letter in letters:
-            outcome = await _outcome(letter)
+            outcome = await outcome_of(letter)
             if outcome is None:
                 continue
             if isinstance(outcome, ProduceError) and not outcome.record_error:
@@ -334,7 +324,7 @@ class TransformPipeline(ConsumerPipeline):
         except Exception as exc:
             log.warning("transaction abort failed pipeline=%s error=%r", self.name, self._text(exc))
 
-    async def _settle_transaction(self, job: _Job) -> Commit:
+    async def _settle_transaction(self, job: Job) -> Commit:
         """Dead letters, one wait, then commit the transaction with the batch's offsets."""
         target = self.spec.target_topic
         producer = self.producer
@@ -346,25 +336,25 @@ class TransformPipeline(ConsumerPipeline):
         await producer.wait_all(stopping=lambda: self.should_stop)
 
         retry: BaseException | None = None
-        bad: dict[int, _KnownBad] = {}
+        bad: dict[int, KnownBad] = {}
         lost: set[int] = set()
         for kafka_error, msg in producer.take_failures():
-            index = _source_of(msg, outputs, lost)
+            index = source_of(msg, outputs, lost)
             lost.add(index)
             if index >= 0 and is_record_error(kafka_error):
                 error = produce_error(kafka_error, record_error=True)
-                bad.setdefault(index, _KnownBad("produce", error, False))
+                bad.setdefault(index, KnownBad("produce", error, False))
             else:
                 retry = retry or produce_error(kafka_error, record_error=False)
         for index, letter in letters:
-            outcome = await _outcome(letter)
+            outcome = await outcome_of(letter)
             if outcome is None:
                 continue
             if isinstance(outcome, ProduceError) and not outcome.record_error:
                 retry = retry or outcome
             else:
                 # The dead letter cannot be written at all: halt before its record.
-                bad[index] = _KnownBad("dead-letter", outcome, True)
+                bad[index] = KnownBad("dead-letter", outcome, True)
         if retry is not None:
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         if bad:
@@ -409,7 +399,7 @@ class TransformPipeline(ConsumerPipeline):
             self._thread = UserCodeThread(self.name)
         return self._thread
 
-    def _run_sync(self, job: _Job, batch: Batch) -> None:
+    def _run_sync(self, job: Job, batch: Batch) -> None:
         """The batch on the user-code thread: message dict, ``deal_message``, produce."""
         fn = self.spec.deal_message
         clock = job.clock
@@ -458,7 +448,7 @@ class TransformPipeline(ConsumerPipeline):
                     # The watchdog timed this call out (and owns its fate): absorb the
                     # interrupt wherever it lands, then fail the record with stage timeout.
                     clock.started = 0.0
-                    _absorb(clock, index)
+                    absorb(clock, index)
                     if job.abandoned:
                         return
                     if job.fail(tp, message, index, TransformTimeout(job.timeout)):
@@ -473,7 +463,7 @@ class TransformPipeline(ConsumerPipeline):
                 if messages:
                     job.commit[tp] = messages[-1].offset() + 1
 
-    async def _run_async(self, job: _Job, batch: Batch) -> None:
+    async def _run_async(self, job: Job, batch: Batch) -> None:
         """An ``async def deal_message`` batch: calls run concurrently, outputs in order."""
         fn = self.spec.deal_message
         limit = asyncio.Semaphore(self.spec.concurrency or self.settings.transform_concurrency)
@@ -533,7 +523,7 @@ class TransformPipeline(ConsumerPipeline):
                     if task is not None:
                         task.cancel()
 
-    def _queue(self, job: _Job, tp: TopicPartition, message: Any, index: int, result: Any) -> bool:
+    def _queue(self, job: Job, tp: TopicPartition, message: Any, index: int, result: Any) -> bool:
         """Produce ``result``'s outputs; False when the batch must end (halt)."""
         try:
             # The common case inline (one dict, text key and value, no headers);
@@ -585,7 +575,7 @@ class TransformPipeline(ConsumerPipeline):
                         # The client's queue is full: let it send and report, then go on.
                         self.producer.serve_from_thread(0.1)
             except Exception as exc:
-                return not job.fail(tp, message, index, _produce_error(exc, target), "produce")
+                return not job.fail(tp, message, index, produce_failure(exc, target), "produce")
             job.outputs.append((index, out))
         return True
 
@@ -647,153 +637,6 @@ class TransformPipeline(ConsumerPipeline):
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
             return failed
-
-
-class _Job:
-    """One batch's state, filled on the user-code thread and read on the event loop after."""
-
-    def __init__(
-        self,
-        pipeline: TransformPipeline,
-        stop: bool,
-        acked: Mapping[TopicPartition, Container[int]],
-        timeout: float,
-        budget: float,
-    ) -> None:
-        self.pipeline = pipeline
-        self.stop = stop
-        self.acked = acked
-        self.timeout = timeout
-        self.budget = budget
-        self.clock = CallClock()
-        #: index -> (tp, source message); failed deliveries are matched back to it.
-        self.sources: list[tuple[TopicPartition, Any]] = []
-        #: (source index, output) for every output queued.
-        self.outputs: list[tuple[int, OutRecord]] = []
-        self.failed: list[tuple[int, str, BaseException]] = []
-        self.commit: Commit = {}
-        self.filtered = 0
-        self.halt: PipelineHalted | None = None
-        self.call_times: list[float] = []
-        self.ended_early = False
-        self.abandoned = False
-        #: Exactly-once: records of an aborted attempt that failed (also in ``acked``).
-        self.known_bad = pipeline._known_bad
-
-    def known(self, tp: TopicPartition, message: Any) -> _KnownBad | None:
-        """How ``message`` failed in an aborted transaction, if it did."""
-        return self.known_bad.get(tp, {}).get(message.offset())
-
-    def fail(
-        self,
-        tp: TopicPartition,
-        message: Any,
-        index: int,
-        exc: BaseException,
-        stage: str | None = None,
-        *,
-        halt: bool = False,
-    ) -> bool:
-        """Route a failed record; True when the batch must end here (``stop``, or ``halt``)."""
-        if stage is None:
-            stage = exc.stage if isinstance(exc, RecordError | TransformTimeout) else "transform"
-        if self.stop or halt:
-            self.commit[tp] = message.offset()
-            self.halt = self.pipeline._halt_reason(message, stage, exc)
-            return True
-        self.failed.append((index, stage, exc))
-        return False
-
-    def cut(self, tp: TopicPartition, next_offset: int) -> None:
-        """End the batch early: ``tp`` is done up to ``next_offset``; the rest is read again."""
-        self.commit[tp] = next_offset
-        self.ended_early = True
-
-    def abandon(self, index: int) -> None:
-        """The call of record ``index`` was left behind: it timed out; the batch ends."""
-        self.abandoned = True
-        tp, message = self.sources[index]
-        if not self.fail(tp, message, index, TransformTimeout(self.timeout)):
-            self.cut(tp, message.offset() + 1)
-
-    def seeks(self, batch: Batch, complete: bool) -> dict[TopicPartition, int]:
-        """Where to read again after a batch that ended early (not for a halt)."""
-        if self.halt is not None or (complete and not self.ended_early):
-            return {}
-        out = {}
-        for tp, messages in batch.items():
-            if not messages:
-                continue
-            resume = self.commit.get(tp, messages[0].offset())
-            if resume <= messages[-1].offset():
-                out[tp] = resume
-        return out
-
-
-def _absorb(clock: CallClock, index: int) -> None:
-    """Wait for the watchdog's interrupt of ``index`` (it claimed the record) and swallow it."""
-    for _ in range(int(ABANDON_GRACE_S / 0.001) * 2):
-        try:
-            time.sleep(0.001)
-        except _Interrupt:
-            return
-
-
-def _source_of(msg: Any, outputs: list[tuple[int, OutRecord]], taken: set[int]) -> int:
-    """The source index of a failed output, matched by its bytes (failures are rare).
-
-    Byte-identical outputs (same key, value and headers) are interchangeable: which
-    one is marked failed changes nothing in the target topic.
-    """
-    key, value, headers = msg.key(), msg.value(), msg.headers() or []
-    fallback = -1
-    for index, out in outputs:
-        if out.key == key and out.value == value and (out.headers or []) == headers:
-            if index not in taken:
-                return index
-            fallback = index
-    return fallback
-
-
-def _produce_error(exc: BaseException, topic: str) -> BaseException:
-    """What a refused ``produce`` call means: a record error, or raise to retry."""
-    from confluent_kafka import KafkaException
-
-    if isinstance(exc, KafkaException):
-        error = exc.args[0] if exc.args else None
-        if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
-            # The producer can never produce again (fenced by a newer transactional
-            # producer with its id): retrying cannot help; the pipeline stops.
-            raise ProducerFenced(f"producer unusable: {error.str()}") from None
-        if isinstance(error, KafkaError) and not is_record_error(error):
-            raise RetriableError(f"produce to {topic!r} failed: {error.str()}") from None
-        reason = error if isinstance(error, KafkaError) else str(exc)
-        return produce_error(reason, record_error=True)
-    if isinstance(exc, RECORD_PRODUCE_ERRORS | OverflowError):
-        return exc
-    raise exc
-
-
-async def _outcome(letter: asyncio.Future[Any] | None) -> BaseException | None:
-    """None when the dead letter was acknowledged, else why not."""
-    if letter is None:
-        return RuntimeError("dead letter could not be queued")
-    try:
-        await letter
-    except Exception as exc:
-        return exc
-    return None
-
-
-def user_code_location(exc: BaseException, path: str) -> str | None:
-    """``file:line`` of the innermost frame of the transform file in ``exc``'s traceback."""
-    where = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == path:
-            where = f"{path}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
 
 
 async def ensure_dead_letter_topic(settings: Any, topic: str | None = None) -> None:
