@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from etl.runtime.status import State
+
 
 class ETLError(Exception):
     """Root of every error this framework raises on purpose."""
@@ -104,10 +106,14 @@ class PipelineHalted(ETLError):
     a partition's first bad record is in ``commit`` (see :func:`etl.runtime.policy.halt_cut`).
     """
 
-    def __init__(self, reason: str, commit: dict[Any, int] | None = None) -> None:
+    def __init__(
+        self, reason: str, commit: dict[Any, int] | None = None, state: State = State.STOPPED
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.commit: dict[Any, int] = commit or {}
+        #: The pipeline's state after the halt (``failed`` when it cannot go on by itself).
+        self.state = state
 
 
 class PipelineStopping(ETLError):

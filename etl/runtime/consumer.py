@@ -302,7 +302,7 @@ class ConsumerPipeline(Service):
                     self.status.state = State.PAUSED if self._paused else State.RUNNING
                 backoff.reset()
             except PipelineHalted as halt:
-                await self._halt(halt)
+                await self._halt(halt, state=halt.state)
                 return
             except PipelineStopping as exc:
                 log.warning("pipeline stopped mid-write pipeline=%s reason=%r", self.name, str(exc))
