@@ -29,7 +29,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,23 +37,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
+from bench.harness import Result, create_topic, fill, run_timed, span
 from etl.embedded import EmbeddedBroker, free_port
 from etl.testing.worker import suffix_transform, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 SUFFIX = b"ValueSuffix"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Result:
-    rate: float
-    cpu_per_100k: float
-    rss_mb: float
 
 
 @dataclass
@@ -62,45 +53,6 @@ class Contender:
     name: str
     commits: bool = True
     results: list[Result] = field(default_factory=list)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its reaped children so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / TICKS
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
-
-
-def fill(bootstrap: str, topic: str, count: int) -> None:
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": False}
-    )
-    for i in range(count):
-        value = f'{{"id":{i:09d},"user":"user-{i % 1000:04d}","event":"click","pad":"xxxxxxxx"}}'
-        while True:
-            try:
-                producer.produce(topic, value.encode(), f"k{i % 1000}".encode())
-                break
-            except BufferError:
-                producer.poll(0.1)
-    producer.flush(60)
 
 
 class Watcher(threading.Thread):
@@ -226,40 +178,18 @@ def run_one(
         bootstrap, source, target, partitions, group_of(contender.name, project, group), count
     )
     watcher.start()
-    log = open(project / "contender.log", "wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    cpu_start = None
-    deadline = time.monotonic() + 300
     try:
-        while not watcher.done():
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{contender.name} exited {process.returncode}:\n"
-                    + (project / "contender.log").read_text(errors="replace")[-3000:]
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{contender.name}: {len(watcher.ids)}/{count} after 300 s")
-            if cpu_start is None and watcher.first is not None:
-                cpu_start = cpu_seconds(process.pid)
-            time.sleep(0.01)
-        cpu_end = cpu_seconds(process.pid)
-        rss = peak_rss_mb(process.pid)
+        cpu, rss = run_timed(
+            contender.name, argv, ROOT, project / "contender.log", watcher, timeout=300
+        )
     finally:
         watcher.stop.set()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
     watcher.join(5)
     if watcher.bad or len(watcher.ids) != count:
         raise RuntimeError(f"{contender.name}: {len(watcher.ids)} ids, {watcher.bad} bad values")
     assert watcher.first is not None and watcher.all_out is not None
     end = max(watcher.all_out, watcher.committed_at or 0.0)
     seconds = end - watcher.first
-    cpu = cpu_end - (cpu_start if cpu_start is not None else cpu_end)
     return Result(count / seconds, cpu * 100_000 / count, rss)
 
 
@@ -292,13 +222,9 @@ def report(contenders: list[Contender], load: tuple[float, float]) -> None:
     ):
         if not contender.results:
             continue
-        rates = [r.rate for r in contender.results]
-        median = statistics.median(rates)
-        cpu = statistics.median(r.cpu_per_100k for r in contender.results)
-        rss = max(r.rss_mb for r in contender.results)
+        median, text, cpu, rss = span(contender.results)
         ratio = f"{median / base:.2f}" if base else "-"
-        span = f"{median:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
-        print(f"{contender.name:34} {span:>30} {cpu:>11.2f} {rss:>7.0f} {ratio:>6}")
+        print(f"{contender.name:34} {text:>30} {cpu:>11.2f} {rss:>7.0f} {ratio:>6}")
 
 
 def main(argv: list[str] | None = None) -> None:

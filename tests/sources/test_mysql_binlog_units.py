@@ -9,12 +9,16 @@ import os
 import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import murmur2
+from confluent_kafka import KafkaError
 
-from etl.config import load_settings
-from etl.errors import ConfigurationError
+from etl.config import ETLSettings, load_settings
+from etl.deadletter import DeadLetterWriter
+from etl.errors import ConfigurationError, RetriableError
+from etl.redact import Redactor
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
 from etl.sources.mysql_binlog.ddl import is_dml, parse_ddl
 from etl.sources.mysql_binlog.envelope import (
@@ -28,6 +32,7 @@ from etl.sources.mysql_binlog.envelope import (
 from etl.sources.mysql_binlog.handoff import Handoff, Handover
 from etl.sources.mysql_binlog.position import BinlogPosition, sequence_id
 from etl.sources.mysql_binlog.preflight import missing_privileges
+from etl.sources.mysql_binlog.source import MySQLBinlogSource
 from etl.sources.mysql_binlog.types import (
     ColumnSpec,
     ValueConverters,
@@ -234,3 +239,82 @@ def test_handoff_wakes_the_loop_once_per_batch_and_limits_read_ahead() -> None:
 
     sizes = asyncio.run(scenario())
     assert sum(sizes) == 5
+
+
+class _Delivered:
+    """What librdkafka reports of a failed delivery (topic, key, value)."""
+
+    def __init__(self, topic: str, key: bytes, value: bytes) -> None:
+        self._where = (topic, key, value)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def key(self) -> bytes:
+        return self._where[1]
+
+    def value(self) -> bytes:
+        return self._where[2]
+
+
+class _Producer:
+    """The NativeProducer surface the source uses; one delivery of ``refused`` fails."""
+
+    def __init__(self, refused: bytes, code: int) -> None:
+        self.refused, self.code = refused, code
+        self.produced: list[tuple[str, int, bytes]] = []
+        self.letters: list[tuple[str, bytes | None]] = []
+        self.failures: list[Any] = []
+        self.client = self
+
+    def produce(self, topic: str, value: bytes, key: bytes, **kwargs: Any) -> None:
+        self.produced.append((topic, kwargs["partition"], value))
+        if value == self.refused:
+            self.failures.append((KafkaError(self.code), _Delivered(topic, key, value)))
+
+    async def wait_all(self, **kwargs: Any) -> None:
+        return None
+
+    def take_failures(self) -> list[Any]:
+        failures, self.failures = self.failures, []
+        return failures
+
+    async def send(self, topic: str, value: bytes | None = None, **kwargs: Any) -> Any:
+        self.letters.append((topic, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@pytest.mark.parametrize(
+    ("policy", "code"),
+    [
+        ("continue", KafkaError.MSG_SIZE_TOO_LARGE),
+        ("stop", KafkaError.MSG_SIZE_TOO_LARGE),
+        ("continue", KafkaError._MSG_TIMED_OUT),
+    ],
+)
+async def test_a_change_the_broker_refuses_follows_the_policy(policy: str, code: int) -> None:
+    """Refused as a record: dead letter (continue) or halt without moving the position
+    (stop); refused for any other reason: the run is retried, the position stays."""
+    config = MySQLBinlogSourceConfig.model_validate({**BASE, "tables": "t", "on_error": policy})
+    source = MySQLBinlogSource(config, settings=ETLSettings())
+    producer = _Producer(b"bad", code)
+    source.producer = producer  # type: ignore[assignment]
+    mark = BinlogPosition("binlog.000001", 900)
+    item = Handover([("mysql_t", 1, [(b"1", b"good", None), (b"2", b"bad", None)])], 7, mark, 2)
+    writer = DeadLetterWriter(producer, "dead", Redactor([]))
+    if code == KafkaError._MSG_TIMED_OUT:
+        with pytest.raises(RetriableError, match="mysql_t"):
+            await source._submit([item], writer)
+        assert source.acked is None
+        return
+    halt = await source._submit([item], writer)
+    assert [value for _, _, value in producer.produced] == [b"good", b"bad"]
+    if policy == "continue":
+        assert halt is None and source.acked == mark
+        assert producer.letters == [("dead", b"bad")]
+        assert source.status.produced == 1 and source.status.dead_lettered == 1
+    else:
+        assert halt is not None and "mysql_t" in halt and "MessageSizeTooLarge" in halt
+        assert source.acked is None and producer.letters == []

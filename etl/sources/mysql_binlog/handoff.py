@@ -1,4 +1,4 @@
-"""Moving filled record batches from the binlog thread to the event loop.
+"""Moving collected messages from the binlog thread to the event loop.
 
 The reader thread appends :class:`Handover` objects to a deque and wakes the loop
 only when the loop is not already awake, so a busy loop takes many handovers per
@@ -14,9 +14,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from etl.sources.mysql_binlog.position import BinlogPosition
+
+#: One message to publish: key, value, headers (None when there are none).
+Message = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]
 
 
 @dataclass(slots=True)
@@ -34,10 +36,10 @@ class DeadRow:
 
 @dataclass(slots=True)
 class Handover:
-    """Record batches in binlog order, and the transaction end they complete (if any)."""
+    """Messages in binlog order, and the transaction end they complete (if any)."""
 
-    #: (topic, partition, aiokafka BatchBuilder, records in it)
-    batches: list[tuple[str, int, Any, int]] = field(default_factory=list)
+    #: (topic, partition, its messages in order)
+    batches: list[tuple[str, int, list[Message]]] = field(default_factory=list)
     #: Bytes of keys and values in the batches (for the read-ahead limit).
     nbytes: int = 0
     #: Every change up to this transaction end is in this or an earlier handover.

@@ -1,8 +1,8 @@
 """The binlog reader thread: read events, track transactions, hand batches to the loop.
 
 ``BinLogStreamReader`` blocks, so it runs in its own thread. That thread also
-decodes and encodes the changes (:mod:`.changes`) into per-partition record
-batches (:mod:`.batches`); the event loop only submits finished batches and waits
+decodes and encodes the changes (:mod:`.changes`) into per-partition message
+lists (:mod:`.batches`); the event loop only queues them on the producer and waits
 for acknowledgements (:mod:`.handoff`). Batches are handed over at transaction
 ends (when the loop is idle, or every ``FLUSH_ROWS`` rows / ``FLUSH_SECONDS``),
 always with the position of the last complete transaction in them.
@@ -99,7 +99,6 @@ class BinlogReader:
         *,
         loop: asyncio.AbstractEventLoop,
         handoff: Handoff,
-        make_batch: Callable[[], Any],
         ensure_topic: EnsureTopic,
         resume: BinlogPosition | None,
         gtid: str | None = None,
@@ -127,7 +126,7 @@ class BinlogReader:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._paused = threading.Event()
-        self.batches = BatchWriter(handoff, make_batch, max_request_size, self._abort.is_set)
+        self.batches = BatchWriter(handoff, max_request_size, self._abort.is_set)
         self.changes = ChangePublisher(
             config,
             self.batches,

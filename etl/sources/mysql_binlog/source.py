@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
+from confluent_kafka import KafkaException
 from mode import Service
 
 from etl.config import ETLSettings
 from etl.deadletter import DeadLetterWriter
-from etl.errors import FatalError
-from etl.kafka import describe_error, ensure_topics, make_producer, topic_partitions
+from etl.errors import FatalError, RetriableError
+from etl.kafka import describe_error, ensure_topics, topic_partitions
 from etl.redact import Redactor
+from etl.runtime.native import NativeProducer, ProduceError, is_record_error, produce_error
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
 from etl.sources.mysql_binlog.changes import SourceHalted
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
@@ -96,7 +98,7 @@ class MySQLBinlogSource(Service):
             target=f"{config.topic_prefix}_*",
             dead_letter_topic=config.dead_letter_topic or settings.errors.dead_letter_topic,
         )
-        self.producer: Any = None
+        self.producer: NativeProducer | None = None
         self.reader: BinlogReader | None = None
         self.handoff: Handoff | None = None
         self.topics: dict[str, int] = {}
@@ -246,7 +248,7 @@ class MySQLBinlogSource(Service):
         info = await asyncio.to_thread(self._preflight)
         for warning in info.warnings:
             log.warning("source preflight warning source=%s warning=%r", self.name, warning)
-        self.producer = make_producer(self.settings.kafka)
+        self.producer = NativeProducer(self.settings.kafka, name=self.name)
         await self.producer.start()
         watcher = asyncio.ensure_future(self._watch_lock())
         try:
@@ -282,7 +284,8 @@ class MySQLBinlogSource(Service):
             watcher.cancel()
             producer, self.producer = self.producer, None
             try:
-                await producer.stop()
+                if producer is not None:
+                    await producer.stop()
             except Exception as exc:  # pragma: no cover - best effort on the way out
                 log.warning("producer stop failed source=%s error=%r", self.name, exc)
 
@@ -328,7 +331,6 @@ class MySQLBinlogSource(Service):
             self.config,
             loop=loop,
             handoff=handoff,
-            make_batch=self.producer.create_batch,
             ensure_topic=self._ensure_topic,
             resume=plan.resume,
             gtid=plan.gtid,
@@ -389,8 +391,14 @@ class MySQLBinlogSource(Service):
                 continue
             if items is None:
                 break
+            if halt is not None:
+                # Halted: publish nothing after the change that stopped the source.
+                handoff.release(sum(item.nbytes for item in items))
+                continue
             started = time.perf_counter()
-            halt = await self._submit(items, dead_letters) or halt
+            halt = await self._submit(items, dead_letters)
+            if halt is not None and self.reader is not None:
+                self.reader.request_stop()
             self.status.batches += 1
             self.status.last_batch_ms = (time.perf_counter() - started) * 1000
         await self._save(force=True)
@@ -398,27 +406,63 @@ class MySQLBinlogSource(Service):
             raise SourceHalted(halt)
 
     async def _submit(self, items: list[Handover], dead_letters: DeadLetterWriter) -> str | None:
-        futures = []
+        """Queue every message of ``items`` on the producer, wait once, then save the mark."""
+        producer = self.producer
+        assert producer is not None
+        produce = producer.client.produce
+        producer.take_failures()
+        letters = []
         records = nbytes = rows = 0
         mark: BinlogPosition | None = None
         halt: str | None = None
         for item in items:
-            for topic, partition, builder, count in item.batches:
-                futures.append(await self.producer.send_batch(builder, topic, partition=partition))
-                records += count
+            for topic, partition, messages in item.batches:
+                for key, value, headers in messages:
+                    while True:
+                        try:
+                            produce(topic, value, key, partition=partition, headers=headers)  # type: ignore[arg-type]
+                            break
+                        except BufferError:
+                            # The client's queue is full: let it send, then go on.
+                            await producer.serve(0.1)
+                        except KafkaException as exc:
+                            raise RetriableError(
+                                f"produce to {topic!r} failed: {exc.args[0] if exc.args else exc}"
+                            ) from None
+                records += len(messages)
             for dead in item.dead:
-                futures.append(await self._dead_letter(dead_letters, dead))
+                letters.append(await self._dead_letter(dead_letters, dead))
             nbytes += item.nbytes
             rows += item.rows
             mark = item.mark or mark
             halt = item.halt or halt
-        if futures:
-            await asyncio.gather(*futures)
+        # One wait for every acknowledgement before the position moves; a stop while
+        # the broker is away gives up (the position stays at the last acknowledged end).
+        await producer.wait_all(stopping=lambda: self._stopping)
+        failed = 0
+        for error, message in producer.take_failures():
+            if not is_record_error(error):
+                raise RetriableError(
+                    f"produce to {message.topic()!r} failed: {error.str()}"
+                ) from produce_error(error, record_error=False)
+            failed += 1
+            failure = produce_error(error, record_error=True)
+            if self.policy == "stop":
+                # Keep the position before this change: a restart publishes it again.
+                mark = None
+                halt = halt or (
+                    f"cannot publish a change to topic {message.topic()!r}: "
+                    f"{type(failure).__name__}: {failure}"
+                )
+                continue
+            letters.append(await self._dead_letter(dead_letters, _failed_row(message, failure)))
+        for letter in letters:
+            await letter
         if self.handoff is not None:
             self.handoff.release(nbytes)
         self.status.consumed += rows
-        self.status.produced += records
-        self.status.dead_lettered += sum(len(item.dead) for item in items)
+        self.status.produced += records - failed
+        self.status.dead_lettered += len(letters)
         if mark is not None:
             self.acked = mark
             if mark.snapshot == "done":
@@ -461,3 +505,8 @@ class MySQLBinlogSource(Service):
             self.progress.update(
                 self.reader.read_position, self.store.saved if self.store else None
             )
+
+
+def _failed_row(message: Any, error: ProduceError) -> DeadRow:
+    """A change the broker refused, as a dead letter (its value holds table and sequence)."""
+    return DeadRow(message.topic(), "", message.key(), message.value(), "", "", error)
