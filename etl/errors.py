@@ -1,15 +1,40 @@
-"""The error hierarchy.
+"""The error hierarchy: one root, :class:`ETLError`, one branch per decision.
 
-One root with branches so that the runtime, not each sink or transform, decides
-what to do: a :class:`ConfigurationError` stops start-up, a
-:class:`RetriableError` is retried with backoff, a :class:`RecordError` concerns
-one record (dead letter, skip or stop by policy) and a :class:`FatalError` stops
-the pipeline that raised it.
+Sinks, sources and transforms only *say* what went wrong by the branch they
+raise; the runner (:mod:`etl.runtime.consumer`, with the helpers of
+:mod:`etl.runtime.policy`) decides what happens, each branch in one place:
+
+==========================  ====================================================
+branch                      what the runner does
+==========================  ====================================================
+:class:`ConfigurationError` start-up stops with the list of problems
+:class:`RetriableError`     the destination is unavailable: the write (or the
+                            whole batch) is retried with backoff; nothing
+                            already written is written again
+:class:`GaveUp`             retries ran out (``max_retries``): the pipeline
+                            stops as *failed*, nothing past the last commit is
+                            committed
+:class:`FatalError`         retrying cannot fix it: the pipeline stops as
+                            *failed*, nothing past the last commit is committed
+:class:`RecordError`        one record: dead letter, skip or stop by the
+                            pipeline's rules; never retried, never a crash
+:class:`BackpressureError`  the destination asks for a pause: the partitions
+                            pause for ``retry_after`` seconds and the batch is
+                            read again; not an error in the status
+:class:`PipelineHalted`     the ``stop`` rule: commit what is safe, stop this
+                            pipeline only
+:class:`PipelineStopping`   the worker stops while a write still fails: give
+                            up, commit nothing
+==========================  ====================================================
+
+:class:`GaveUp` is a branch of its own, not a :class:`RetriableError`: an
+outer retry loop must not retry what an inner one gave up on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class ETLError(Exception):
@@ -54,12 +79,41 @@ class RecordError(ETLError):
         self.stage = stage
 
 
+class GaveUp(ETLError):
+    """A retriable failure persisted past ``max_retries``: the pipeline stops as failed."""
+
+    def __init__(self, attempts: int, reason: str = "") -> None:
+        self.attempts = attempts
+        self.reason = reason
+        text = f"gave up after {attempts} attempts"
+        super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class PipelineHalted(ETLError):
+    """The ``stop`` rule: commit ``commit`` (``{partition: next offset}``), then stop.
+
+    Raised by a pipeline's ``process`` (transform, sink) or a source; nothing at or past
+    a partition's first bad record is in ``commit`` (see :func:`etl.runtime.policy.halt_cut`).
+    """
+
+    def __init__(self, reason: str, commit: dict[Any, int] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.commit: dict[Any, int] = commit or {}
+
+
 class PipelineStopping(ETLError):
     """The pipeline is being stopped while a write was still failing: give up, commit nothing."""
 
 
 class BackpressureError(ETLError):
-    """A sink asks the runtime to pause its partitions for ``retry_after`` seconds."""
+    """The destination asks for a pause of ``retry_after`` seconds (a 429, a full queue).
+
+    Raised instead of sleeping: the runner pauses fetching, reads the uncommitted batch
+    again after the pause, and keeps the pipeline's status running. Nothing of the
+    batch may have been written yet, or writing it again must be harmless (upsert,
+    document id, deterministic object name), as for a retry.
+    """
 
     def __init__(self, retry_after: float = 1.0) -> None:
         super().__init__(f"backpressure: retry after {retry_after}s")

@@ -31,7 +31,7 @@ from confluent_kafka import KafkaException
 from mode import Service
 
 from etl.config import ETLSettings
-from etl.errors import BackpressureError, PipelineStopping, RetriableError
+from etl.errors import BackpressureError, PipelineHalted, PipelineStopping, RetriableError
 from etl.kafka import describe_error
 from etl.redact import Redactor
 from etl.runtime.native import (
@@ -48,14 +48,7 @@ log = logging.getLogger("etl.runtime")
 Batch = Mapping[TopicPartition, list[Any]]
 Commit = dict[TopicPartition, int]
 
-
-class PipelineHalted(Exception):
-    """Raised by ``process`` under the ``stop`` policy: commit ``commit``, then stop."""
-
-    def __init__(self, reason: str, commit: Commit | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.commit = commit or {}
+__all__ = ["Batch", "Commit", "ConsumerPipeline", "PipelineHalted", "record_offset", "tp_key"]
 
 
 def record_offset(record: Any) -> int:
