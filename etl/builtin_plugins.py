@@ -45,6 +45,13 @@ BUILTIN: list[Plugin] = [
         "etl.sources.mysql_binlog.source:MySQLBinlogSource",
         "mysql_binlog",
     ),
+    Plugin(
+        "source",
+        "object_store",
+        "etl.sources.object_store.config:ObjectStoreSourceConfig",
+        "etl.sources.object_store.source:ObjectStoreSource",
+        "object_store",
+    ),
 ]
 
 for plugin in BUILTIN:

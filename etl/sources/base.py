@@ -1,0 +1,410 @@
+"""The source contract: a reader says what to publish, the runner does the rest.
+
+A source type is a :class:`SourceReader` (``open`` with the saved state,
+``next_batch``, ``snapshot``, ``close``) plus a config model. Its pipeline is a
+:class:`SourceRunner` subclass that only names the reader; the runner owns the
+lifecycle, the same for every source:
+
+* **position**: the reader's ``snapshot()`` is saved (:mod:`etl.sources.position`)
+  only after every message before it is acknowledged by the broker; a restart
+  hands the last saved state to ``open``, so nothing acknowledged is lost;
+* **retry**: a :class:`~etl.errors.RetriableError` from the reader or the broker
+  ends the run, which starts again from the saved state with
+  :func:`etl.runtime.policy.retry` and its :class:`~etl.runtime.policy.Backoff`;
+  a :class:`~etl.errors.FatalError` or :class:`~etl.errors.GaveUp` fails the
+  source, the worker keeps running;
+* **record errors**: a message the reader cannot build (``SourceBatch.dead``, which
+  come after the batch's messages) or the broker refuses is dead-lettered under
+  ``continue``; under ``stop`` the source halts and its position stays before
+  that batch;
+* **pause / resume / status**, and **leadership** where a source must run once
+  (:meth:`SourceRunner.leadership`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from confluent_kafka import KafkaException
+from mode import Service
+
+from etl.config import ETLSettings, SourceConfigBase
+from etl.deadletter import DeadLetterWriter
+from etl.errors import (
+    ConfigurationError,
+    FatalError,
+    GaveUp,
+    PipelineHalted,
+    PipelineStopping,
+    RetriableError,
+)
+from etl.kafka import describe_error, ensure_topics
+from etl.redact import Redactor
+from etl.runtime.native import NativeProducer, is_record_error, produce_error
+from etl.runtime.policy import Backoff, resolve_policy, retry, wait_unless_stopping
+from etl.runtime.status import PipelineStatus, State
+from etl.sources.position import PositionStore
+
+log = logging.getLogger("etl.source")
+
+C = TypeVar("C", bound=SourceConfigBase)
+
+#: Longest a stop waits for the current batch to be acknowledged.
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(slots=True)
+class SourceMessage:
+    """One message to publish; ``partition`` -1 lets the producer choose."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int = -1
+    timestamp: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class DeadMessage:
+    """Something the reader could not turn into a message: a record error."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    error: BaseException
+    #: Dead-letter headers saying where it came from (``etl.source.*``).
+    extra: dict[str, str] = field(default_factory=dict)
+    partition: int = -1
+    offset: int = -1
+    timestamp: int = -1
+    headers: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """Messages in order, and what the reader could not read, since the last batch."""
+
+    messages: list[SourceMessage] = field(default_factory=list)
+    dead: list[DeadMessage] = field(default_factory=list)
+    #: Rows/records read from the outside system (the status's ``consumed``).
+    read: int = 0
+
+
+class SourceReader(Protocol):
+    """What a source type implements; the runner calls it from one task, in order."""
+
+    async def open(self, saved: dict[str, Any] | None) -> None:
+        """Connect and resume after ``saved`` (None: the source's first run)."""
+        ...
+
+    async def next_batch(self) -> SourceBatch | None:
+        """The next messages (an empty batch when idle); None when the source is done."""
+        ...
+
+    def snapshot(self, failed: Sequence[SourceMessage]) -> dict[str, Any] | None:
+        """The state to resume after everything returned so far (JSON-able).
+
+        Called once a batch is acknowledged; ``failed`` are its messages the broker
+        refused (dead-lettered). None: nothing new to save.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections (also after a failed run)."""
+        ...
+
+
+class Leadership(Protocol):
+    """Elects the one worker that runs a source (blocking calls, run in a thread)."""
+
+    name: str
+
+    def acquire(self) -> bool:
+        """Try once, without waiting; True when this worker holds it now."""
+        ...
+
+    def held(self) -> bool:
+        """Still holding it."""
+        ...
+
+    def release(self) -> None:
+        """Give it up."""
+        ...
+
+
+class SourceRunner(Service, Generic[C]):
+    """Runs one :class:`SourceReader`: position, retry, pause, status, dead letters."""
+
+    kind = "source"
+    #: Seconds between leadership attempts and checks.
+    lock_interval = 2.0
+
+    def __init__(
+        self,
+        config: C,
+        *,
+        settings: ETLSettings,
+        redact: Redactor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.settings = settings
+        self.name = config.name
+        self.redact = redact or Redactor(settings.secret_values())
+        self.policy = resolve_policy(config.on_error, settings)
+        self.status = PipelineStatus(
+            name=config.name,
+            kind=self.kind,
+            source=self.describe_source(),
+            target=self.describe_target(),
+            dead_letter_topic=config.dead_letter_topic or settings.errors.dead_letter_topic,
+        )
+        self.producer: NativeProducer | None = None
+        self.store: PositionStore | None = None
+        self.lock = self.leadership()
+        self.backoff = Backoff(first=1.0, ceiling=30.0)
+        self._stopping = False
+        self._paused = False
+        self._finished = asyncio.Event()
+
+    # ---- what a source type provides -------------------------------------------------
+
+    def make_reader(self) -> SourceReader:
+        """A new reader for one run."""
+        raise NotImplementedError
+
+    def describe_source(self) -> str:
+        """Where the source reads (for the status; no credentials)."""
+        return ""
+
+    def describe_target(self) -> str:
+        """Where it publishes (for the status)."""
+        return ""
+
+    def leadership(self) -> Leadership | None:
+        """The lock that makes one worker run this source; None: every worker runs it."""
+        return None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self.status.state = State.STARTING
+        self.add_future(self._main())
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("source stop timed out source=%s", self.name)
+        if self.status.state in (State.RUNNING, State.STARTING, State.PAUSED):
+            self.status.state = State.FINISHED
+
+    def pause(self) -> None:
+        """Publish nothing more after the current batch (the position is kept)."""
+        self._paused = True
+        if self.status.state == State.RUNNING:
+            self.status.state = State.PAUSED
+
+    def resume(self) -> None:
+        """Publish on after :meth:`pause`."""
+        self._paused = False
+        if self.status.state == State.PAUSED:
+            self.status.state = State.RUNNING
+
+    def stopping(self) -> bool:
+        """True once the source is being stopped."""
+        return self._stopping
+
+    async def _main(self) -> None:
+        try:
+            if await self._elected():
+                await retry(
+                    self._run,
+                    what=f"source {self.name}",
+                    backoff=self.backoff,
+                    stopping=self.stopping,
+                    on_retry=self._on_retry,
+                )
+        except PipelineStopping:
+            pass
+        except PipelineHalted as exc:
+            self._fail(State.STOPPED, exc.reason, "source halted by policy")
+        except (FatalError, GaveUp, ConfigurationError) as exc:
+            self._fail(State.FAILED, str(exc), "source failed")
+        except Exception as exc:
+            self._fail(State.FAILED, describe_error(exc), "source crashed")
+        finally:
+            if self.lock is not None:
+                await asyncio.to_thread(self.lock.release)
+            self._finished.set()
+
+    def _on_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
+        text = self.redact(describe_error(exc))
+        self.status.fail(State.FAILED, f"retrying: {text}")
+        log.warning(
+            "source run failed, retrying source=%s attempt=%d error=%r retry_in=%.1fs",
+            self.name,
+            attempt,
+            text,
+            delay,
+        )
+
+    def _fail(self, state: State, text: str, what: str) -> None:
+        text = self.redact(text)
+        self.status.fail(state, text)
+        log.error("%s source=%s error=%r", what, self.name, text)
+
+    async def _elected(self) -> bool:
+        """Wait until this worker holds the source's lock (False: stopping)."""
+        lock = self.lock
+        if lock is None:
+            return True
+        standby = False
+        while not self._stopping:
+            if await asyncio.to_thread(lock.acquire):
+                return True
+            if not standby:
+                standby = True
+                log.info("source standby: another worker runs it source=%s", self.name)
+            await wait_unless_stopping(self.lock_interval, self.stopping)
+        return False
+
+    # ---- one run ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self.producer = producer = NativeProducer(self.settings.kafka, name=self.name)
+        reader = self.make_reader()
+        try:
+            await producer.start()
+            self.store = PositionStore(self.settings, self.name, producer)
+            self.status.group_id = self.store.topic
+            await self.store.ensure_topic()
+            if self.config.dead_letter_topic:
+                errors = self.settings.errors
+                await ensure_topics(
+                    self.settings.kafka,
+                    {self.config.dead_letter_topic: errors.dead_letter_partitions},
+                )
+            await reader.open(await self.store.load_state())
+            self.status.state = State.PAUSED if self._paused else State.RUNNING
+            self.status.error = None
+            await self._pump(reader, producer, self.store)
+        except (KafkaException, OSError) as exc:
+            raise RetriableError(describe_error(exc)) from exc
+        finally:
+            await reader.close()
+            self.producer = None
+            try:
+                await producer.stop()
+            except Exception as exc:  # pragma: no cover - best effort on the way out
+                log.warning("producer stop failed source=%s error=%r", self.name, exc)
+
+    async def _pump(
+        self, reader: SourceReader, producer: NativeProducer, store: PositionStore
+    ) -> None:
+        letters = DeadLetterWriter(producer, self.status.dead_letter_topic, self.redact)
+        watch = asyncio.ensure_future(self._watch_lock()) if self.lock is not None else None
+        try:
+            while not self._stopping:
+                if self._paused:
+                    await wait_unless_stopping(0.2, self.stopping)
+                    continue
+                if watch is not None and watch.done():
+                    raise RetriableError(f"source lock {self.lock.name!r} lost")  # type: ignore[union-attr]
+                batch = await reader.next_batch()
+                if batch is None:
+                    self.status.state = State.FINISHED
+                    log.info("source finished source=%s", self.name)
+                    await wait_unless_stopping(float("inf"), self.stopping)
+                    return
+                started = time.perf_counter()
+                await self._publish(batch, reader, producer, store, letters)
+                self.status.batches += 1
+                self.status.last_batch_ms = (time.perf_counter() - started) * 1000
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _publish(
+        self,
+        batch: SourceBatch,
+        reader: SourceReader,
+        producer: NativeProducer,
+        store: PositionStore,
+        letters: DeadLetterWriter,
+    ) -> None:
+        """Queue the batch, wait once for every acknowledgement, then save the position."""
+        produce = producer.client.produce
+        producer.take_failures()
+        for message in batch.messages:
+            kwargs: dict[str, Any] = {"headers": message.headers}
+            if message.partition >= 0:
+                kwargs["partition"] = message.partition
+            if message.timestamp is not None and message.timestamp >= 0:
+                kwargs["timestamp"] = message.timestamp
+            while True:
+                try:
+                    produce(message.topic, message.value, message.key, **kwargs)
+                    break
+                except BufferError:
+                    await producer.serve(0.1)
+        await producer.wait_all(stopping=self.stopping)
+        if batch.dead and self.policy == "stop":
+            # The batch's messages (all before the bad record) are out; the position
+            # stays before the batch, so a restart meets the bad record again.
+            first = batch.dead[0]
+            raise PipelineHalted(f"cannot read a record for {first.topic!r}: {first.error}")
+        failed: list[SourceMessage] = []
+        pending = [self._dead_letter(letters, dead) for dead in batch.dead]
+        for error, native in producer.take_failures():
+            if not is_record_error(error):
+                raise RetriableError(
+                    f"produce to {native.topic()!r} failed: {error.str()}"
+                ) from produce_error(error, record_error=False)
+            failure = produce_error(error, record_error=True)
+            if self.policy == "stop":
+                # The position stays before this message: a restart publishes it again.
+                raise PipelineHalted(
+                    f"cannot publish to topic {native.topic()!r}: {type(failure).__name__}: "
+                    f"{failure}"
+                )
+            message = SourceMessage(
+                native.topic(), native.key(), native.value(), native.partition()
+            )
+            failed.append(message)
+            pending.append(
+                self._dead_letter(
+                    letters, DeadMessage(message.topic, message.key, message.value, failure)
+                )
+            )
+        for letter in pending:
+            await (await letter)
+        self.status.consumed += batch.read
+        self.status.produced += len(batch.messages) - len(failed)
+        self.status.dead_lettered += len(pending)
+        state = reader.snapshot(failed)
+        if state is not None:
+            await store.save_state(state)
+
+    async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadMessage) -> Any:
+        return await writer.send(
+            dead, pipeline=self.name, stage="source", exc=dead.error, extra=dead.extra
+        )
+
+    async def _watch_lock(self) -> None:
+        """Returns as soon as the lock is no longer ours."""
+        lock = self.lock
+        assert lock is not None
+        while not self._stopping:
+            await wait_unless_stopping(self.lock_interval, self.stopping)
+            if not await asyncio.to_thread(lock.held):
+                log.error("source lock lost, stopping source=%s lock=%s", self.name, lock.name)
+                return
