@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -42,7 +43,7 @@ from etl.redact import Redactor
 from etl.testing.kafka import create_topic
 from sinks.exported import export_json_line
 from sinks.object_store.config import ObjectStoreSinkConfig
-from sinks.object_store.sink import ObjectStoreSinkPipeline
+from sinks.object_store.sink import ObjectStoreSink, ObjectStoreSinkPipeline
 
 
 async def fill(bootstrap: str, topic: str, count: int, value_bytes: int) -> None:
@@ -169,7 +170,7 @@ async def our_pipeline(
         await pipeline.stop()  # flushes the last objects and commits
     assert started is not None and pipeline.written == count, pipeline.written
     elapsed = time.perf_counter() - started
-    return elapsed, pipeline.object_sink.bytes_written
+    return elapsed, cast(ObjectStoreSink, pipeline.sink).bytes_written
 
 
 async def main(

@@ -5,67 +5,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import re
 import socket
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from etl.config import ETLSettings, load_settings
-from etl.errors import ConfigurationError, TransformLoadError
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Configuration file (default: $ETL_CONFIG or ./etl.yaml).",
-)
-
-
-def _settings(config: str | None) -> ETLSettings:
-    try:
-        return load_settings(config)
-    except ConfigurationError as exc:
-        click.echo(f"etl: {exc}", err=True)
-        raise SystemExit(2) from None
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``etl: MESSAGE`` on stderr and exit: every command's error line looks alike."""
-    click.echo(f"etl: {message}", err=True)
-    raise SystemExit(code)
-
-
-_REPEATED_CLASS = re.compile(r"\b([A-Z]\w*(?:Error|Exception)): (?:\1: )+")
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for an exception: class named once, plus the fix when it is a known one.
-
-    aiokafka's errors put their class name into their text and wrappers add it
-    again; that repetition is collapsed.
-    """
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = _REPEATED_CLASS.sub(r"\1: ", text)
-    text = re.sub(r", <AddressFamily\.\w+: \d+>", "", text)
-    name = type(exc).__name__
-    text = text.removeprefix(f"{name}: ")
-    if text.startswith("kafka broker unreachable"):
-        # Our own wording says what happened; the client's class name adds nothing.
-        text = text.replace("KafkaConnectionError: ", "")
-    else:
-        text = f"{name}: {text}"
-    if "unreachable" in text or "Unable to bootstrap" in text:
-        text += (
-            "; is the broker running? Name it with kafka.bootstrap_servers in etl.yaml or "
-            "ETL_KAFKA__BOOTSTRAP_SERVERS (`make run` prints its embedded broker's address)"
-        )
-    return text
+from etl.cli_common import CONFIG_OPTION, error_line, fail
+from etl.cli_common import settings_or_exit as _settings
+from etl.cli_ops import OPS_COMMANDS
+from etl.cli_templates import templates_group
+from etl.config import ETLSettings
+from etl.errors import TransformLoadError
 
 
 def _bootstrap_configured(settings: ETLSettings) -> bool:
@@ -406,15 +359,9 @@ def header_dict(headers: Any) -> dict[str, str | None]:
     return {name: _text(value) for name, value in headers or ()}
 
 
-from etl.cli_templates import templates_group  # noqa: E402 - attaches to main above
-
 main.add_command(templates_group)
-
-import etl.cli_ops  # noqa: E402, F401 - attaches status/pause/resume/query/search
+for _command in OPS_COMMANDS:
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
-    # Run as ``python -m etl.cli``: use the imported module's group, to which the
-    # command modules above attached their commands, not this __main__ copy.
-    from etl.cli import main as entry
-
-    sys.exit(entry())
+    sys.exit(main())

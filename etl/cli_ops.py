@@ -13,13 +13,30 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from etl.cli import CONFIG_OPTION, _settings, error_line, fail, main
+from etl.cli_common import CONFIG_OPTION, error_line, fail
+from etl.cli_common import settings_or_exit as _settings
 from etl.config import ETLSettings
 from etl.errors import ETLError
 from etl.ops.client import WorkerClient, WorkerRequestError, WorkerUnreachable, find_worker
 from etl.ops.messages import FoundMessage, MessageLookupError, display_text, parse_time
 
 T = TypeVar("T")
+
+#: The operations commands (status, pause, resume, query, search, deadletters):
+#: :mod:`etl.cli` attaches them to its group, as it does the templates group.
+OPS_COMMANDS: list[click.Command] = []
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+    """``@click.command(...)`` that also lists the command in :data:`OPS_COMMANDS`."""
+
+    def register(function: Callable[..., Any]) -> click.Command:
+        command = click.command(*args, **kwargs)(function)
+        OPS_COMMANDS.append(command)
+        return command
+
+    return register
+
 
 URL_OPTION = click.option(
     "--url",
@@ -72,7 +89,7 @@ def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any]
     return snapshot, f"{path}; {problem}"
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @URL_OPTION
 @JSON_OPTION
@@ -158,7 +175,7 @@ def _control(
     return answer, label
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @URL_OPTION
 @click.argument("name")
@@ -170,7 +187,7 @@ def pause(config: str | None, url: str | None, name: str) -> None:
     click.echo(f"it stays paused across restarts until: etl resume {key}")
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @URL_OPTION
 @click.argument("name")
@@ -254,7 +271,7 @@ def _write_out(messages: list[FoundMessage], out: str | None, as_json: bool) -> 
         click.echo(f"wrote {len(paths)} file(s) to {out}")
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @click.argument("topic")
 @click.option("--partition", "-p", type=click.IntRange(min=0), default=None)
@@ -308,7 +325,7 @@ def query(
     click.echo(f"{len(result.messages)} message(s)")
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @click.argument("topic")
 @click.option("--partition", "-p", type=click.IntRange(min=0), default=None)
@@ -432,7 +449,7 @@ def _search_index(settings: ETLSettings, sink_name: str, topic: str, query_: Any
 # ---- dead letters ----------------------------------------------------------------------
 
 
-@main.command()
+@_command()
 @CONFIG_OPTION
 @click.argument("pipeline", required=False)
 @click.option("--topic", default=None, help="Read this topic (default: errors.dead_letter_topic).")

@@ -61,7 +61,15 @@ class TransformLoadError(ETLError):
 
 
 class RetriableError(ETLError):
-    """A transient failure (connection lost, deadlock, server busy): retry later."""
+    """A transient failure (connection lost, deadlock, server busy): retry later.
+
+    ``retry_after`` is the destination's own hint (an HTTP ``Retry-After``): the retry
+    waits at least that long, within the back-off's ceiling.
+    """
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FatalError(ETLError):

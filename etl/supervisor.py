@@ -4,6 +4,11 @@ It runs inside the Faust app as a service. Each pipeline is its own child
 service, so one that fails to load, crashes or is halted by its policy never
 takes the others down. The supervisor also publishes the worker's status (a
 JSON file in the data directory and the web endpoint ``/etl/status/``).
+
+It talks to every pipeline (transform, sink, source, a plugin's) through one
+typed protocol, :class:`Pipeline`, and the hot reload talks to it through its
+operations (``transform_pipelines``, ``start_transform``, ``restart_transform``,
+``stop_pipeline``, ``report_load_error``, ``forget_load_errors``), never its dicts.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 from mode import Service
 
@@ -34,6 +40,36 @@ log = logging.getLogger("etl.supervisor")
 STATUS_INTERVAL = 1.0
 
 
+@runtime_checkable
+class Pipeline(Protocol):
+    """What the supervisor needs of a pipeline; a plugin's factory returns one.
+
+    A :class:`mode.Service` (started and stopped as a child of the supervisor) with a
+    status, pause/resume, and lag refreshed before each status publication.
+    """
+
+    status: PipelineStatus
+
+    async def start(self) -> None:
+        """Start running (the supervisor adds it as a runtime dependency)."""
+
+    async def stop(self) -> None:
+        """Stop, committing what is safe."""
+
+    def pause(self) -> None:
+        """Stop fetching; progress and group membership stay."""
+
+    def resume(self) -> None:
+        """Fetch again after :meth:`pause`."""
+
+    async def refresh_progress(self) -> None:
+        """Update committed and end offsets for the status (lag)."""
+
+
+#: ``factory(config, settings=..., redact=..., loop=..., beacon=...)`` -> a Pipeline.
+PipelineFactory = Callable[..., Pipeline]
+
+
 class PipelineSupervisor(Service):
     """Owns every pipeline of this worker."""
 
@@ -41,7 +77,7 @@ class PipelineSupervisor(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.redact = Redactor(settings.secret_values())
-        self.pipelines: dict[str, Any] = {}
+        self.pipelines: dict[str, Pipeline] = {}
         self.load_errors: dict[str, PipelineStatus] = {}
         self.started_at = time.time()
         self.broker_ready = asyncio.Event()
@@ -129,7 +165,7 @@ class PipelineSupervisor(Service):
     async def _start_plugin(self, kind: str, config: Any) -> None:
         key = f"{kind}:{config.name}"
         try:
-            factory = plugin_factory(kind, config.type)  # type: ignore[arg-type]
+            factory = cast(PipelineFactory, plugin_factory(kind, config.type))  # type: ignore[arg-type]
             pipeline = factory(
                 config,
                 settings=self.settings,
@@ -137,6 +173,11 @@ class PipelineSupervisor(Service):
                 loop=self.loop,
                 beacon=self.beacon,
             )
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError(
+                    f"the {config.type!r} plugin made a {type(pipeline).__name__}, which lacks "
+                    "status, pause, resume or refresh_progress of etl.supervisor.Pipeline"
+                )
         except Exception as exc:
             text = self.redact(describe_error(exc))
             log.error("%s failed to start name=%s error=%r", kind, config.name, text)
@@ -146,12 +187,12 @@ class PipelineSupervisor(Service):
             return
         await self._add(key, pipeline)
 
-    async def _add(self, key: str, pipeline: Any) -> None:
+    async def _add(self, key: str, pipeline: Pipeline) -> None:
         if key in self.paused:
             pipeline.pause()
             log.info("pipeline starts paused pipeline=%s", key)
         self.pipelines[key] = pipeline
-        await self.add_runtime_dependency(pipeline)
+        await self.add_runtime_dependency(cast(Service, pipeline))
 
     async def stop_pipeline(self, key: str) -> None:
         """Stop a pipeline (committing its progress) and forget it."""
@@ -160,7 +201,25 @@ class PipelineSupervisor(Service):
             await pipeline.stop()
             self._children = [c for c in self._children if c is not pipeline]
 
-    def find(self, name: str) -> Any:
+    def transform_pipelines(self) -> list[TransformPipeline]:
+        """The running transform pipelines."""
+        return [p for p in self.pipelines.values() if isinstance(p, TransformPipeline)]
+
+    def transform_pipeline(self, name: str) -> TransformPipeline | None:
+        """The transform pipeline called ``name``, if one runs."""
+        pipeline = self.pipelines.get(f"transform:{name}")
+        return pipeline if isinstance(pipeline, TransformPipeline) else None
+
+    def load_error_paths(self) -> list[str]:
+        """Paths of the transform files that could not be loaded (and plugin keys)."""
+        return list(self.load_errors)
+
+    def forget_load_errors(self, file_name: str) -> None:
+        """Forget the load errors of transform files called ``file_name`` (any directory)."""
+        for key in [k for k in self.load_errors if Path(k).name == file_name]:
+            del self.load_errors[key]
+
+    def find(self, name: str) -> Pipeline | None:
         """A pipeline by ``kind:name`` or bare name."""
         if name in self.pipelines:
             return self.pipelines[name]
@@ -226,9 +285,7 @@ class PipelineSupervisor(Service):
     async def publish_status(self) -> None:
         """Refresh lag and write ``status.json`` atomically."""
         for pipeline in list(self.pipelines.values()):
-            refresh = getattr(pipeline, "refresh_progress", None)
-            if refresh is not None:
-                await refresh()
+            await pipeline.refresh_progress()
         # File I/O off the event loop (a slow disk must not stall the pipelines).
         async with self._status_lock:
             text = json.dumps(self.snapshot(), indent=1, default=str)

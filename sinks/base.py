@@ -3,13 +3,27 @@
 A sink implements three coroutines and nothing about Kafka:
 
 * ``open()``: connect (never in ``__init__``);
-* ``write(batch)``: write the records; return the ones it rejected, each with
+* ``write(batch)``: write the records (``batch.by_partition`` has them per
+  topic-partition, in offset order); return the ones it rejected, each with
   the reason (:class:`RecordFailure`), after the good ones are written; raise
   :class:`~etl.errors.RetriableError` for a transient failure of the whole
   batch (it is retried with backoff, so a retried write must be harmless:
-  upsert, document id, deterministic object name) and
-  :class:`~etl.errors.FatalError` for one that retrying cannot fix;
+  upsert, document id, deterministic object name),
+  :class:`~etl.errors.BackpressureError` to ask for a pause instead of
+  sleeping, and :class:`~etl.errors.FatalError` for one that retrying cannot
+  fix. A sink never sleeps or retries the whole batch itself: the runner
+  decides (:mod:`etl.runtime.policy`);
 * ``close()``.
+
+And may override:
+
+* ``on_revoke(partitions)``: the partitions are no longer this sink's (revoked
+  in a rebalance, or rewound after a failed batch): forget what it caches
+  about them;
+* ``flush_bytes``: the buffered key+value bytes at which a partition flushes
+  (default ``batch_bytes``);
+* ``secret_values(config)``: secrets of its config that logs and dead letters
+  must never show.
 
 :class:`SinkPipeline` consumes the sink's topics in the group
 ``<prefix>-sink-<name>``, keeps one buffer per topic-partition, flushes a
@@ -38,10 +52,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
 from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
-from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
+from etl.errors import FatalError, PipelineHalted, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
-from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+from etl.runtime.consumer import Batch, Commit, ConsumerPipeline
+from etl.runtime.policy import Backoff, apply_halt_cut, retry
 
 log = logging.getLogger("etl.sink")
 
@@ -66,6 +81,10 @@ def unavailable(exc: BaseException) -> bool:
         )
     # librdkafka's ProduceError without record_error: timed out, transport, leader moved.
     return isinstance(exc, RetriableError) or hasattr(exc, "record_error")
+
+
+def _tp_offset(record: Any) -> tuple[TopicPartition, int]:
+    return TopicPartition(record.topic, record.partition), record.offset
 
 
 def coordinates(record: Any) -> str:
@@ -107,6 +126,19 @@ class SinkBatch:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def by_partition(self) -> dict[TopicPartition, list[Any]]:
+        """The records per topic-partition, each list in offset order."""
+        groups: dict[TopicPartition, list[Any]] = {}
+        for record in self.records:
+            tp = TopicPartition(record.topic, record.partition)
+            group = groups.get(tp)
+            if group is None:
+                groups[tp] = [record]
+            else:
+                group.append(record)
+        return groups
+
 
 class Sink(Generic[ConfigT]):
     """Base class of a destination. Subclasses set ``config_model`` and implement the contract."""
@@ -122,16 +154,22 @@ class Sink(Generic[ConfigT]):
         self.settings = settings
         self.redact = redact
         self.log = logging.getLogger(f"etl.sink.{config.type}")
-        #: Set when the pipeline stops: a sink waiting between its own retries gives up.
+        #: Set when the pipeline stops: a retry inside ``write`` (``stopping=``
+        #: ``self.stopping.is_set``, see :func:`etl.runtime.policy.retry`) gives up.
         self.stopping = asyncio.Event()
 
-    async def wait_or_stop(self, seconds: float) -> None:
-        """Sleep between retries; raise RetriableError at once when the pipeline stops."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            return
-        raise RetriableError("the pipeline is stopping")
+    @classmethod
+    def secret_values(cls, config: Any) -> list[str]:
+        """Secrets of ``config`` (beyond the settings') that must never be shown."""
+        return []
+
+    @property
+    def flush_bytes(self) -> int:
+        """Buffered key+value bytes at which a partition flushes."""
+        return self.config.batch_bytes
+
+    def on_revoke(self, partitions: set[TopicPartition]) -> None:
+        """These partitions are no longer this sink's: forget what is cached about them."""
 
     @property
     def records_per_write(self) -> int:
@@ -171,12 +209,15 @@ class SinkPipeline(ConsumerPipeline):
     def __init__(
         self, config: SinkConfigBase, *, settings: ETLSettings, redact: Redactor, **kwargs: Any
     ) -> None:
+        extra = self.sink_class.secret_values(config)
+        if extra:
+            redact = Redactor([*redact.secrets, *extra])
         super().__init__(
             name=config.name,
             topics=list(config.topics),
             settings=settings,
             start_offset=config.start_offset,
-            policy=config.on_error or "stop",
+            policy=config.on_error,
             redact=redact,
             **kwargs,
         )
@@ -220,6 +261,7 @@ class SinkPipeline(ConsumerPipeline):
     async def process(self, batch: Batch) -> Commit:
         now = time.monotonic()
         full: set[TopicPartition] = set()
+        flush_bytes = self.sink.flush_bytes
         for tp, records in batch.items():
             buffer = self._buffers.get(tp)
             if buffer is None:
@@ -228,10 +270,7 @@ class SinkPipeline(ConsumerPipeline):
                 buffer.first_at = now
             buffer.records.extend(records)
             buffer.size += sum(record_size(r) for r in records)
-            if (
-                len(buffer.records) >= self.config.batch_size
-                or buffer.size >= self.config.batch_bytes
-            ):
+            if len(buffer.records) >= self.config.batch_size or buffer.size >= flush_bytes:
                 full.add(tp)
         return await self._dispatch(full) if full else self._finished()
 
@@ -242,13 +281,17 @@ class SinkPipeline(ConsumerPipeline):
         return await self._dispatch(due) if due else self._finished()
 
     async def flush_partitions(self, partitions: set[TopicPartition]) -> Commit:
-        commit = await self._settle()
-        commit.update(await self._flush({tp for tp in partitions if tp in self._buffers}))
-        return commit
+        try:
+            commit = await self._settle()
+            commit.update(await self._flush({tp for tp in partitions if tp in self._buffers}))
+            return commit
+        finally:
+            self.sink.on_revoke(partitions)
 
     def drop_partitions(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._buffers.pop(tp, None)
+        self.sink.on_revoke(partitions)
 
     async def teardown(self) -> None:
         job, self._job = self._job, None
@@ -334,31 +377,27 @@ class SinkPipeline(ConsumerPipeline):
         )
 
     async def _retrying(self, call: Any, what: str) -> Any:
-        delay = self.config.retry_backoff_ms / 1000
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except RetriableError as exc:
-                attempt += 1
-                text = self.redact(describe_error(exc))
-                if self.should_stop:
-                    # A worker being stopped must not hang on a destination that is down:
-                    # give up without committing; the records are read again on restart.
-                    raise PipelineStopping(f"{what} still failing at stop: {text}") from exc
-                if self.max_retries is not None and attempt > self.max_retries:
-                    raise FatalError(f"{what} failed after {attempt} attempts: {text}") from exc
-                self.status.error = f"{what} retrying: {text}"
-                log.warning(
-                    "sink %s failed, retrying sink=%s attempt=%d error=%r retry_in=%.1fs",
-                    what,
-                    self.name,
-                    attempt,
-                    text,
-                    delay,
-                )
-                await self.sleep(delay)  # returns early when the pipeline is stopped
-                delay = min(delay * 2, self.config.retry_backoff_max_ms / 1000)
+        """``call()`` under the sink's back-off (:func:`etl.runtime.policy.retry`)."""
+
+        def note(attempt: int, exc: BaseException, delay: float) -> None:
+            text = self.redact(describe_error(exc))
+            self.status.error = f"{what} retrying: {text}"
+            log.warning(
+                "sink %s failed, retrying sink=%s attempt=%d error=%r retry_in=%.1fs",
+                what,
+                self.name,
+                attempt,
+                text,
+                delay,
+            )
+
+        return await retry(
+            call,
+            what=f"sink {what}",
+            backoff=Backoff.for_sink(self.config),
+            stopping=lambda: self.should_stop,
+            on_retry=note,
+        )
 
     async def _route_failures(self, failures: list[RecordFailure], commit: Commit) -> None:
         config = self.config
@@ -381,13 +420,7 @@ class SinkPipeline(ConsumerPipeline):
         # Neither an error topic nor skip_error: stop before the first bad record of
         # each partition. Records after it were not written (SinkBatch.halt_on_failure),
         # or, by a sink that cannot hold them back, are overwritten when read again.
-        first_bad: dict[TopicPartition, Any] = {}
-        for failure in failures:
-            tp = TopicPartition(failure.record.topic, failure.record.partition)
-            if tp not in first_bad or failure.record.offset < first_bad[tp].offset:
-                first_bad[tp] = failure.record
-        for tp, record in first_bad.items():
-            commit[tp] = record.offset
+        apply_halt_cut(commit, (_tp_offset(f.record) for f in failures))
         worst = failures[0]
         raise PipelineHalted(
             f"sink write rejected {worst.record.topic}/{worst.record.partition}"
@@ -420,8 +453,7 @@ class SinkPipeline(ConsumerPipeline):
                 continue
             self._dead_lettered(failure)
         if refused:
-            for tp, (record, _) in refused.items():
-                commit[tp] = record.offset
+            apply_halt_cut(commit, (_tp_offset(record) for record, _ in refused.values()))
             first, reason = min(refused.values(), key=lambda item: item[0].offset)
             raise PipelineHalted(
                 f"sink cannot dead-letter {coordinates(first)}: {self.redact(str(reason))}", commit

@@ -15,7 +15,15 @@ Delivery rules kept here:
 * a :class:`PipelineHalted` (the ``stop`` policy) commits what is safe, keeps
   the offset before the bad message, and stops this pipeline only;
 * a :class:`~etl.errors.RetriableError` rewinds to the uncommitted batch and
-  retries with exponential backoff.
+  retries with exponential backoff (:class:`~etl.runtime.policy.Backoff`);
+  past ``max_retries`` (:class:`~etl.errors.GaveUp`) or on a
+  :class:`~etl.errors.FatalError` the pipeline stops as failed, nothing past
+  the last commit committed;
+* a :class:`~etl.errors.BackpressureError` pauses fetching for its
+  ``retry_after``, then reads the uncommitted batch again; not a failure.
+
+Each branch of :mod:`etl.errors` is handled here once (:meth:`ConsumerPipeline._run`);
+what a pipeline retries inside one batch goes through :func:`etl.runtime.policy.retry`.
 """
 
 from __future__ import annotations
@@ -31,7 +39,14 @@ from confluent_kafka import KafkaException
 from mode import Service
 
 from etl.config import ETLSettings
-from etl.errors import BackpressureError, PipelineHalted, PipelineStopping, RetriableError
+from etl.errors import (
+    BackpressureError,
+    FatalError,
+    GaveUp,
+    PipelineHalted,
+    PipelineStopping,
+    RetriableError,
+)
 from etl.kafka import describe_error
 from etl.redact import Redactor
 from etl.runtime.native import (
@@ -41,6 +56,7 @@ from etl.runtime.native import (
     ProduceError,
     tune_garbage_collector,
 )
+from etl.runtime.policy import Backoff, resolve_policy, wait_unless_stopping
 from etl.runtime.status import PartitionProgress, PipelineStatus, State
 
 log = logging.getLogger("etl.runtime")
@@ -88,7 +104,7 @@ class ConsumerPipeline(Service):
         self.topics = topics
         self.settings = settings
         self.start_offset = start_offset
-        self.policy = policy or settings.errors.policy
+        self.policy = resolve_policy(policy, settings)
         self.redact = redact or Redactor(settings.secret_values())
         self.group_id = f"{settings.kafka.group_prefix}-{self.kind}-{name}"
         self.status = PipelineStatus(
@@ -253,8 +269,7 @@ class ConsumerPipeline(Service):
 
     async def _run(self) -> None:
         kafka = self.settings.kafka
-        delay = 0.5
-        retries = 0
+        backoff = Backoff(max_retries=self.max_retries)
         while not self.should_stop and not self._halted:
             try:
                 batch = await self.consumer.getmany(
@@ -285,7 +300,7 @@ class ConsumerPipeline(Service):
                             self._progress(tp).position = record_offset(records[-1]) + 1
                 if self.status.state == State.FAILED:
                     self.status.state = State.PAUSED if self._paused else State.RUNNING
-                delay, retries = 0.5, 0
+                backoff.reset()
             except PipelineHalted as halt:
                 await self._halt(halt)
                 return
@@ -293,25 +308,31 @@ class ConsumerPipeline(Service):
                 log.warning("pipeline stopped mid-write pipeline=%s reason=%r", self.name, str(exc))
                 return
             except BackpressureError as exc:
-                await self._rewind()
-                await asyncio.sleep(exc.retry_after)
+                await self._back_off(exc)
             except (RetriableError, KafkaException, ProduceError) as exc:
-                retries += 1
                 text = self._text(exc)
+                await self._rewind()
+                try:
+                    delay = backoff.next_delay()
+                except GaveUp as gave_up:
+                    await self._fail(f"{gave_up}: {text}")
+                    return
                 self.status.fail(State.FAILED, f"retrying: {text}")
                 log.warning(
                     "batch failed, retrying pipeline=%s attempt=%d error=%r retry_in=%.1fs",
                     self.name,
-                    retries,
+                    backoff.attempts,
                     text,
                     delay,
                 )
+                await wait_unless_stopping(delay, lambda: self.should_stop)
+            except (FatalError, GaveUp) as exc:
+                # Retrying cannot fix it (or retries ran out): stop this pipeline as
+                # failed, nothing past the last commit committed; no traceback, the
+                # error says what to fix.
                 await self._rewind()
-                if self.max_retries is not None and retries > self.max_retries:
-                    await self._halt(PipelineHalted(f"gave up after {retries} retries: {text}"))
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await self._fail(self._text(exc))
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -321,6 +342,24 @@ class ConsumerPipeline(Service):
                 await self._rewind()
                 await self._halt(PipelineHalted(f"crashed: {text}"), state=State.FAILED)
                 return
+
+    async def _fail(self, text: str) -> None:
+        """Stop this pipeline as failed on a FatalError or GaveUp (nothing more committed)."""
+        log.error("pipeline failed pipeline=%s error=%r", self.name, text)
+        await self._halt(PipelineHalted(f"failed: {text}"), state=State.FAILED)
+
+    async def _back_off(self, exc: BackpressureError) -> None:
+        """The destination asked for a pause: stop fetching, read the batch again after it.
+
+        Not a failure: the status stays running and no retry is counted.
+        """
+        log.info("backpressure, pausing pipeline=%s retry_in=%.2fs", self.name, exc.retry_after)
+        await self._rewind()
+        if self.consumer is not None:
+            self.consumer.pause_all(True)
+        await wait_unless_stopping(exc.retry_after, lambda: self.should_stop)
+        if self.consumer is not None and not self._paused:
+            self.consumer.pause_all(False)
 
     async def _halt(self, halt: PipelineHalted, state: State = State.STOPPED) -> None:
         self._halted = True

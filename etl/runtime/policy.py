@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from aiokafka import TopicPartition
 
-from etl.errors import ConfigurationError, GaveUp, PipelineStopping, RetriableError
+from etl.errors import (
+    BackpressureError,
+    ConfigurationError,
+    GaveUp,
+    PipelineStopping,
+    RetriableError,
+)
 
 if TYPE_CHECKING:
     from etl.config import ETLSettings, SinkConfigBase
@@ -119,6 +125,7 @@ async def retry(
     backoff: Backoff,
     stopping: Callable[[], bool],
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    only: type[RetriableError] = RetriableError,
 ) -> T:
     """Run operation; on RetriableError (the destination is unavailable) wait and run it again.
 
@@ -126,17 +133,35 @@ async def retry(
     stopping() is true during a wait, GaveUp past max_retries. ``on_retry(attempt, error,
     delay)`` is called before each wait (log, status). ``what`` names the operation in
     the errors raised. A success resets ``backoff``.
+
+    A :class:`~etl.errors.BackpressureError` (the destination asks for a pause) waits
+    its ``retry_after`` and runs the operation again without counting an attempt; a
+    RetriableError's ``retry_after`` hint lengthens its wait up to the ceiling.
+
+    ``only`` narrows what is retried here to one kind of RetriableError; the others
+    propagate at once, to the retry that owns them (e.g. a request retried ``retries``
+    times inside a write, while an unreachable server retries the whole write).
     """
     while True:
         try:
             result = await operation()
+        except BackpressureError as exc:
+            if on_retry is not None:
+                on_retry(backoff.attempts, exc, exc.retry_after)
+            if not await wait_unless_stopping(exc.retry_after, stopping):
+                raise PipelineStopping(f"{what} still paused at stop: {exc}") from exc
+            continue
         except RetriableError as exc:
+            if not isinstance(exc, only):
+                raise
             if stopping():
                 raise PipelineStopping(f"{what} still failing at stop: {exc}") from exc
             try:
                 delay = backoff.next_delay()
             except GaveUp as gave_up:
                 raise GaveUp(gave_up.attempts, f"{what}: {exc}") from exc
+            if exc.retry_after:
+                delay = min(max(delay, exc.retry_after), backoff.ceiling)
             if on_retry is not None:
                 on_retry(backoff.attempts, exc, delay)
             if not await wait_unless_stopping(delay, stopping):

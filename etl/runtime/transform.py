@@ -39,6 +39,7 @@ from etl.runtime.native import (
     produce_error,
     to_record,
 )
+from etl.runtime.policy import resolve_policy
 from etl.runtime.usercode import (
     ABANDON_GRACE_S,
     CallClock,
@@ -95,7 +96,7 @@ class TransformPipeline(ConsumerPipeline):
             return
         old = self.spec.version
         self.spec = spec
-        self.policy = spec.on_error or self.settings.errors.policy
+        self.policy = resolve_policy(spec.on_error, self.settings)
         self.status.version = spec.version
         self.status.error = None
         log.info(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mode import Service
 from watchfiles import Change, awatch
@@ -38,6 +38,9 @@ from watchfiles import Change, awatch
 from etl.errors import TransformLoadError
 from etl.runtime.status import State
 from etl.transforms.loader import TransformSpec, content_version, is_transform_file, load_any
+
+if TYPE_CHECKING:
+    from etl.runtime.transform import TransformPipeline
 
 log = logging.getLogger("etl.reload")
 
@@ -71,12 +74,35 @@ def spec_file_version(spec: TransformSpec) -> str:
     return str(spec.extra.get("file_version", spec.version))
 
 
+class TransformHost(Protocol):
+    """The supervisor's operations the watcher uses (see :mod:`etl.supervisor`)."""
+
+    @property
+    def should_stop(self) -> bool: ...
+
+    def transform_pipelines(self) -> list[TransformPipeline]: ...
+
+    def transform_pipeline(self, name: str) -> TransformPipeline | None: ...
+
+    def load_error_paths(self) -> list[str]: ...
+
+    def forget_load_errors(self, file_name: str) -> None: ...
+
+    def report_load_error(self, error: TransformLoadError) -> None: ...
+
+    async def start_transform(self, spec: TransformSpec) -> TransformPipeline: ...
+
+    async def restart_transform(self, spec: TransformSpec) -> TransformPipeline: ...
+
+    async def stop_pipeline(self, key: str) -> None: ...
+
+
 class TransformWatcher(Service):
     """Applies changes of the transforms directory to the supervisor's pipelines."""
 
     def __init__(
         self,
-        supervisor: Any,
+        supervisor: TransformHost,
         directory: Path,
         *,
         step_ms: int = STEP_MS,
@@ -150,7 +176,7 @@ class TransformWatcher(Service):
         for pipeline in list(self._transform_pipelines()):
             if pipeline.spec.path.name not in on_disk:
                 await self.reload_file(self.directory / pipeline.spec.path.name)
-        failed = {Path(path).name for path in self.pipeline_supervisor.load_errors}
+        failed = {Path(path).name for path in self.pipeline_supervisor.load_error_paths()}
         for name in sorted(on_disk - failed):
             await self.reload_file(self.directory / name)
 
@@ -201,16 +227,19 @@ class TransformWatcher(Service):
         if version is None:
             await self._removed(path, pipeline)
             return
-        alive = pipeline is not None and not self._is_dead(pipeline)
-        if alive and version == self.applied.get(path.name, spec_file_version(pipeline.spec)):
-            self._clear_reload_error(pipeline)
+        running = pipeline if pipeline is not None and not self._is_dead(pipeline) else None
+        alive = running is not None
+        if running is not None and version == self.applied.get(
+            path.name, spec_file_version(running.spec)
+        ):
+            self._clear_reload_error(running)
             return
         try:
             spec = load_any(path)
         except TransformLoadError as exc:
-            self._load_failed(exc, pipeline if alive else None)
+            self._load_failed(exc, running)
             return
-        other = self.pipeline_supervisor.pipelines.get(f"transform:{spec.name}")
+        other = self.pipeline_supervisor.transform_pipeline(spec.name)
         if other is not None and other is not pipeline:
             self._load_failed(
                 TransformLoadError(
@@ -244,9 +273,8 @@ class TransformWatcher(Service):
                 pipeline.spec.version,
             )
 
-    async def _removed(self, path: Path, pipeline: Any) -> None:
-        for key in [k for k in self.pipeline_supervisor.load_errors if Path(k).name == path.name]:
-            self.pipeline_supervisor.load_errors.pop(key, None)
+    async def _removed(self, path: Path, pipeline: TransformPipeline | None) -> None:
+        self.pipeline_supervisor.forget_load_errors(path.name)
         self.applied.pop(path.name, None)
         if pipeline is None:
             return
@@ -256,12 +284,12 @@ class TransformWatcher(Service):
         log.info("transform stopped pipeline=%s (progress committed)", pipeline.name)
         # A file of the same name that could not start beside this one (x.py next to
         # x.yaml, e.g. after ejecting a template) gets its turn now.
-        for key in list(self.pipeline_supervisor.load_errors):
+        for key in self.pipeline_supervisor.load_error_paths():
             sibling = Path(key)
             if sibling.stem == pipeline.name and sibling.name != path.name:
                 await self.reload_file(self.directory / sibling.name)
 
-    def _load_failed(self, exc: TransformLoadError, running: Any) -> None:
+    def _load_failed(self, exc: TransformLoadError, running: TransformPipeline | None) -> None:
         if running is None:
             self.pipeline_supervisor.report_load_error(exc)
             return
@@ -282,25 +310,21 @@ class TransformWatcher(Service):
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _transform_pipelines(self) -> list[Any]:
-        return [
-            p
-            for key, p in self.pipeline_supervisor.pipelines.items()
-            if key.startswith("transform:")
-        ]
+    def _transform_pipelines(self) -> list[TransformPipeline]:
+        return self.pipeline_supervisor.transform_pipelines()
 
-    def _pipeline_for(self, path: Path) -> Any:
+    def _pipeline_for(self, path: Path) -> TransformPipeline | None:
         for pipeline in self._transform_pipelines():
             if pipeline.spec.path.name == path.name:
                 return pipeline
         return None
 
     @staticmethod
-    def _is_dead(pipeline: Any) -> bool:
+    def _is_dead(pipeline: TransformPipeline) -> bool:
         return pipeline.status.state in _DEAD_STATES and pipeline.consumer is None
 
     @staticmethod
-    def _clear_reload_error(pipeline: Any) -> None:
+    def _clear_reload_error(pipeline: TransformPipeline) -> None:
         error = pipeline.status.error
         if error and error.startswith(RELOAD_ERROR_PREFIX):
             pipeline.status.error = None

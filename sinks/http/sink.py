@@ -30,9 +30,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from etl.errors import FatalError, RecordError, RetriableError
-from etl.redact import Redactor
-from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_failure
+from aiokafka import TopicPartition
+
+from etl.errors import FatalError, GaveUp, RecordError, RetriableError
+from etl.runtime.policy import Backoff, apply_halt_cut, retry
+from sinks.base import RecordFailure, Sink, SinkBatch, record_failure, sink_pipeline_factory
 from sinks.exported import encode_message, export_json, exported_message
 from sinks.http.config import HttpSinkConfig
 
@@ -41,6 +43,14 @@ log = logging.getLogger("etl.sink.http")
 #: (record, message (callables only), encoded message)
 Prepared = tuple[Any, dict[str, Any] | None, bytes]
 _RETRYABLE_CALLABLE_ERRORS = (RetriableError, ConnectionError, TimeoutError)
+
+
+class _Refused(RetriableError):
+    """A request answered 429/5xx, or not at all: sent again, ``retries`` times."""
+
+    def __init__(self, error: BaseException, retry_after: float) -> None:
+        super().__init__(str(error), retry_after=retry_after or None)
+        self.error = error
 
 
 class DeliveryError(RecordError):
@@ -142,6 +152,12 @@ class HttpSink(Sink[HttpSinkConfig]):
         # Loading the CA certificates reads files: not on the event loop.
         self.client = await asyncio.to_thread(make_client)
 
+    @classmethod
+    def secret_values(cls, config: Any) -> list[str]:
+        """The auth token stays out of logs and dead letters even if it came from elsewhere."""
+        token = getattr(config, "auth_token", None)
+        return [token.get_secret_value()] if token is not None else []
+
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
@@ -173,9 +189,9 @@ class HttpSink(Sink[HttpSinkConfig]):
                 failures.append(record_failure(record, exc))
         # Under the stop rule nothing after a partition's first rejected record is sent.
         halt = getattr(batch, "halt_on_failure", False)
-        halt_at: dict[tuple[str, int], int] = {}
+        halt_at: dict[TopicPartition, int] = {}
         if halt:
-            _note_rejected(halt_at, [f.record for f in failures])
+            apply_halt_cut(halt_at, map(_tp_offset, (f.record for f in failures)))
         requests = plan_requests(prepared, self.config.request_limit, self.config.batch_size)
         if halt or self.config.max_in_flight == 1 or len(requests) == 1:
             for request in requests:
@@ -186,7 +202,7 @@ class HttpSink(Sink[HttpSinkConfig]):
                 error = await self._deliver(request)
                 self._settle(request, error, failures)
                 if error is not None and halt:
-                    _note_rejected(halt_at, [record for record, _m, _b in request])
+                    apply_halt_cut(halt_at, (_tp_offset(record) for record, _m, _b in request))
         else:
             await self._deliver_at_once(requests, failures)
         self._delivered.clear()
@@ -226,32 +242,47 @@ class HttpSink(Sink[HttpSinkConfig]):
             raise raised
 
     async def _deliver(self, request: list[Prepared]) -> BaseException | None:
-        """Send one request with the 429/5xx retries; the error that rejects it, or None."""
+        """Send one request with the 429/5xx retries; the error that rejects it, or None.
+
+        The retries are the runtime's (:func:`etl.runtime.policy.retry`): ``retries``
+        of them, ``Retry-After`` honoured; after them the request's records are rejected.
+        """
         config = self.config
-        delay = config.retry_backoff_ms / 1000
-        attempt = 0
-        while True:
+        backoff = Backoff.for_sink(config)
+        backoff.max_retries = config.retries
+
+        async def send() -> BaseException | None:
             self.requests_sent += 1
             if self.function is not None:
                 error, retry_after = await self._call(request)
             else:
-                error, retry_after = await self._post(request, attempt)
-            if error is None:
-                return None
-            if retry_after is None or attempt >= config.retries:
+                error, retry_after = await self._post(request, backoff.attempts)
+            if error is None or retry_after is None:
                 return error
-            attempt += 1
-            wait = min(max(retry_after, delay), config.retry_backoff_max_ms / 1000)
+            raise _Refused(error, retry_after)
+
+        def note(attempt: int, exc: BaseException, delay: float) -> None:
             log.warning(
                 "request retrying sink=%s target=%s attempt=%d error=%r retry_in=%.2fs",
                 config.name,
                 self.target,
                 attempt,
-                self.redact(str(error)),
-                wait,
+                self.redact(str(exc)),
+                delay,
             )
-            await self.wait_or_stop(wait)
-            delay = min(delay * 2, config.retry_backoff_max_ms / 1000)
+
+        try:
+            return await retry(
+                send,
+                what=f"request to {self.target}",
+                backoff=backoff,
+                stopping=self.stopping.is_set,
+                on_retry=note,
+                only=_Refused,
+            )
+        except GaveUp as exc:
+            assert isinstance(exc.__cause__, _Refused)
+            return exc.__cause__.error
 
     async def _post(
         self, request: list[Prepared], attempt: int
@@ -319,14 +350,12 @@ def _certificate_refused(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
-def _note_rejected(halt_at: dict[tuple[str, int], int], records: list[Any]) -> None:
-    for record in records:
-        tp = (record.topic, record.partition)
-        halt_at[tp] = min(halt_at.get(tp, record.offset), record.offset)
+def _tp_offset(record: Any) -> tuple[TopicPartition, int]:
+    return TopicPartition(record.topic, record.partition), record.offset
 
 
-def _beyond(halt_at: dict[tuple[str, int], int], record: Any) -> bool:
-    first = halt_at.get((record.topic, record.partition))
+def _beyond(halt_at: dict[TopicPartition, int], record: Any) -> bool:
+    first = halt_at.get(TopicPartition(record.topic, record.partition))
     return first is not None and record.offset > first
 
 
@@ -342,13 +371,5 @@ def _retry_after(value: str | None) -> float:
         return 0.0
 
 
-class HttpSinkPipeline(SinkPipeline):
-    """The pipeline of an ``http`` sink (the plugin factory)."""
-
-    sink_class = HttpSink
-
-    def __init__(self, config: HttpSinkConfig, *, redact: Redactor, **kwargs: Any) -> None:
-        if config.auth_token is not None:
-            # Keep the token out of logs and dead letters even if it came from elsewhere.
-            redact = Redactor([*redact.secrets, config.auth_token.get_secret_value()])
-        super().__init__(config, redact=redact, **kwargs)
+#: The pipeline of an ``http`` sink (the plugin factory).
+HttpSinkPipeline = sink_pipeline_factory(HttpSink)

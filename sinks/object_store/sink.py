@@ -18,7 +18,14 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 
 from etl.errors import FatalError
-from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline, record_failure, record_size
+from sinks.base import (
+    RecordFailure,
+    Sink,
+    SinkBatch,
+    record_failure,
+    record_size,
+    sink_pipeline_factory,
+)
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.formats import ObjectFormat, ParquetFormat, make_format
 from sinks.object_store.lake import LakeFormat, LakeLayout
@@ -95,23 +102,32 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         if store is not None:
             await store.close()
 
-    def forget(self, partitions: set[TopicPartition]) -> None:
+    def on_revoke(self, partitions: set[TopicPartition]) -> None:
         """Drop cached meta of partitions; it is read again (another worker may have written)."""
         for tp in partitions:
             self._metas.pop((tp.topic, tp.partition), None)
 
+    @property
+    def flush_bytes(self) -> int:
+        """Flush when the *object* would be full, not the key+value bytes.
+
+        The pipeline counts key+value bytes; an object holds more (the JSON envelope)
+        or less (Parquet): follow the ratio observed so far.
+        """
+        limit = self.config.batch_bytes
+        if self.sample_in and self.sample_out:
+            return max(1024, int(limit / (self.sample_out / self.sample_in) * 0.98))
+        return limit
+
     async def write(self, batch: SinkBatch) -> Sequence[RecordFailure]:
-        by_partition: dict[tuple[str, int], list[Any]] = {}
-        for record in batch.records:
-            by_partition.setdefault((record.topic, record.partition), []).append(record)
         failures: list[RecordFailure] = []
-        halt = getattr(batch, "halt_on_failure", False)
-        for (topic, partition), records in by_partition.items():
+        halt = batch.halt_on_failure
+        for tp, records in batch.by_partition.items():
             try:
-                failures += await self._write_partition(topic, partition, records, halt)
+                failures += await self._write_partition(tp.topic, tp.partition, records, halt)
             except BaseException:
                 # Whatever was half done is recovered from the meta object on the retry.
-                self._metas.pop((topic, partition), None)
+                self._metas.pop((tp.topic, tp.partition), None)
                 raise
         return failures
 
@@ -276,41 +292,5 @@ class ObjectStoreSink(Sink[ObjectStoreSinkConfig]):
         await self.store.put(path, meta.to_bytes())
 
 
-class ObjectStoreSinkPipeline(SinkPipeline):
-    """The pipeline of an ``object_store`` sink (the plugin factory)."""
-
-    sink_class = ObjectStoreSink
-
-    def __init__(self, config: ObjectStoreSinkConfig, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        # A private copy: its batch_bytes follows the observed output/input ratio.
-        self.config = config.model_copy()
-        self.object_limit = config.batch_bytes
-
-    @property
-    def object_sink(self) -> ObjectStoreSink:
-        """The sink this pipeline drives."""
-        return cast(ObjectStoreSink, self.sink)
-
-    async def process(self, batch: Any) -> dict[TopicPartition, int]:
-        commit = await super().process(batch)
-        self._follow_ratio()
-        return commit
-
-    async def flush_partitions(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        try:
-            return await super().flush_partitions(partitions)
-        finally:
-            self.object_sink.forget(partitions)
-
-    def drop_partitions(self, partitions: set[TopicPartition]) -> None:
-        super().drop_partitions(partitions)
-        self.object_sink.forget(partitions)
-
-    def _follow_ratio(self) -> None:
-        # The pipeline counts key+value bytes; an object holds more (the JSON
-        # envelope) or less (Parquet). Flush when the *object* would be full.
-        sink = self.object_sink
-        if sink.sample_in and sink.sample_out:
-            ratio = sink.sample_out / sink.sample_in
-            self.config.batch_bytes = max(1024, int(self.object_limit / ratio * 0.98))
+#: The pipeline of an ``object_store`` sink (the plugin factory).
+ObjectStoreSinkPipeline = sink_pipeline_factory(ObjectStoreSink)

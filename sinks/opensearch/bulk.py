@@ -22,7 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from etl.errors import FatalError, RecordError
+from etl.errors import FatalError, RecordError, RetriableError
+from etl.runtime.policy import Backoff, retry
 from sinks.base import RecordFailure
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp
@@ -160,13 +161,13 @@ class BulkWriter:
         config: OpenSearchSinkConfig,
         send: SendBulk,
         sink_name: str,
-        wait: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.send = send
         self.sink_name = sink_name
-        #: Sleeps between item retries (the sink's raises when the pipeline stops).
-        self.wait = wait
+        #: True when the pipeline stops: the item retries give up (PipelineStopping).
+        self.stopping = stopping
         self.requests = 0
 
     async def write(self, ops: Iterable[BulkOp]) -> list[RecordFailure]:
@@ -175,35 +176,36 @@ class BulkWriter:
         ``ops`` may be a generator: requests are sent as soon as they are cut, so the
         next ones are built while the first are in flight.
         """
-        config = self.config
         failures: list[RecordFailure] = []
         pending: Iterable[BulkOp] = ops
-        delay = config.retry_backoff_ms / 1000
-        attempt = 0
-        while True:
-            round_ = _Round(self, config.max_in_flight)
+
+        async def send_round() -> list[RecordFailure]:
+            # Only the items the server asked to retry go again: never a written one.
+            nonlocal pending
+            round_ = _Round(self, self.config.max_in_flight)
             await round_.run(pending)
             failures.extend(round_.rejected)
-            if not round_.retry:
-                return failures
-            pending = [op for _, op in sorted(round_.retry, key=lambda entry: entry[0])]
-            attempt += 1
-            if config.max_retries is not None and attempt > config.max_retries:
-                raise FatalError(
-                    f"{len(pending)} documents still refused after {attempt} attempts: "
-                    f"{round_.reason}"
-                )
+            if round_.retry:
+                pending = [op for _, op in sorted(round_.retry, key=lambda entry: entry[0])]
+                raise RetriableError(f"{len(pending)} documents refused: {round_.reason}")
+            return failures
+
+        def note(attempt: int, exc: BaseException, delay: float) -> None:
             log.warning(
-                "bulk items refused, retrying sink=%s documents=%d attempt=%d reason=%r "
-                "retry_in=%.1fs",
+                "bulk items refused, retrying sink=%s attempt=%d reason=%r retry_in=%.1fs",
                 self.sink_name,
-                len(pending),
                 attempt,
-                round_.reason,
+                str(exc),
                 delay,
             )
-            await self.wait(delay)
-            delay = min(delay * 2, config.retry_backoff_max_ms / 1000)
+
+        return await retry(
+            send_round,
+            what="bulk",
+            backoff=Backoff.for_sink(self.config),
+            stopping=self.stopping,
+            on_retry=note,
+        )
 
     async def send_request(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:
         """Send one request; None when every item was written, else (op, item) pairs."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from etl.config import SinkConfigBase
+from etl.config import ErrorPolicy, SinkConfigBase
 from sinks.opensearch.index_template import IndexTemplate
 
 DocumentShape = Literal["envelope", "value", "flatten"]
@@ -26,6 +26,9 @@ class OpenSearchSinkConfig(SinkConfigBase):
     """
 
     type: Literal["opensearch"] = "opensearch"
+    #: A rejected document stops the sink before it; ``continue`` dead-letters it,
+    #: unset (null) follows ``errors.policy``.
+    on_error: ErrorPolicy | None = "stop"
     #: Server URLs, e.g. ``https://search.example.com:9200`` (a comma-separated string works too).
     hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"], min_length=1)
     username: str | None = None

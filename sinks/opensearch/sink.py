@@ -74,7 +74,7 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
         super().__init__(config, settings=settings, redact=Redactor(secrets))
         self.client: Any = None
         self.documents = DocumentBuilder(config)
-        self.bulk = BulkWriter(config, self._send_bulk, config.name, self.wait_or_stop)
+        self.bulk = BulkWriter(config, self._send_bulk, config.name, self.stopping.is_set)
         self.where = ", ".join(config.hosts)
 
     # ---- connection -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from etl.config import SinkConfigBase
+from etl.config import ErrorPolicy, SinkConfigBase
 
 Format = Literal["TEXT", "BINARY", "CSV", "JSON", "FLATTEN"]
 Mode = Literal["KEY", "VALUE", "DEFAULT"]
@@ -78,6 +78,9 @@ class ColumnSpec(BaseModel):
 class SqlSinkConfig(SinkConfigBase):
     """Options of a SQL table sink. See docs/sinks-sql.md for each one."""
 
+    #: A rejected row stops the sink before it (rows are not lost silently); set
+    #: ``continue`` to dead-letter it, or unset (null) to follow ``errors.policy``.
+    on_error: ErrorPolicy | None = "stop"
     #: ``postgresql://user:pass@host:port/db?...`` or ``mysql://...``; or the parts below.
     dsn: SecretStr | None = None
     host: str | None = Field(default=None, validate_default=True)

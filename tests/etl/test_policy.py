@@ -143,3 +143,47 @@ def test_pipeline_halted_carries_its_commit() -> None:
     halt = PipelineHalted("stop", {A0: 4})
     assert halt.reason == "stop" and halt.commit == {A0: 4}
     assert PipelineHalted("stop").commit == {}
+
+
+async def test_retry_honours_the_destinations_hint_and_a_pause_is_not_an_attempt() -> None:
+    answers: list[Exception | None] = [
+        BackpressureError(0.01),
+        RetriableError("busy", retry_after=0.02),
+        None,
+    ]
+    waits: list[tuple[int, float]] = []
+
+    async def write() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    await retry(
+        write,
+        what="write",
+        backoff=Backoff(first=0.001, ceiling=1, max_retries=1),
+        stopping=lambda: False,
+        on_retry=lambda n, exc, delay: waits.append((n, delay)),
+    )
+    assert waits == [(0, 0.01), (1, 0.02)]
+
+
+async def test_retry_leaves_other_kinds_of_retriable_error_to_the_outer_retry() -> None:
+    class Refused(RetriableError):
+        pass
+
+    calls: list[int] = []
+
+    async def unreachable() -> None:
+        calls.append(1)
+        raise RetriableError("connection refused")
+
+    with pytest.raises(RetriableError, match="connection refused"):
+        await retry(
+            unreachable,
+            what="request",
+            backoff=Backoff(first=0),
+            stopping=lambda: False,
+            only=Refused,
+        )
+    assert calls == [1]

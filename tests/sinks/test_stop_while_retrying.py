@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from etl.config import ETLSettings, KafkaSettings, SinkConfigBase
-from etl.errors import RetriableError
+from etl.errors import PipelineStopping, RetriableError
 from etl.redact import Redactor
+from etl.runtime.policy import Backoff, retry
 from etl.testing.kafka import produce
 from sinks.base import RecordFailure, Sink, SinkBatch, sink_pipeline_factory
 
@@ -50,12 +51,19 @@ async def test_stop_during_endless_retries_returns_without_commit(
     assert not any(p.committed for p in pipeline.status.partitions.values())
 
 
-async def test_a_sinks_own_retry_wait_ends_when_the_pipeline_stops() -> None:
+async def test_a_retry_inside_a_write_ends_when_the_pipeline_stops() -> None:
     config = SinkConfigBase(name="s", type="down", topics=["t"])
     sink = DownSink(config, settings=ETLSettings(), redact=Redactor())
-    await sink.wait_or_stop(0.01)  # an ordinary wait just returns
-    waiting = asyncio.ensure_future(sink.wait_or_stop(3600))
+    batch = SinkBatch([])
+    waiting = asyncio.ensure_future(
+        retry(
+            lambda: sink.write(batch),
+            what="write",
+            backoff=Backoff(first=3600, ceiling=3600),
+            stopping=sink.stopping.is_set,
+        )
+    )
     await asyncio.sleep(0.05)
     sink.stopping.set()
-    with pytest.raises(RetriableError, match="stopping"):
+    with pytest.raises(PipelineStopping, match="write still failing at stop"):
         await asyncio.wait_for(waiting, timeout=5)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from etl.errors import FatalError
+from etl.errors import GaveUp
 from sinks.opensearch.bulk import BulkWriter, RequestTooLarge, cut_requests, item_outcome
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp, DocumentBuilder
@@ -118,7 +118,7 @@ async def test_rejected_items_come_back_with_the_reason_and_the_rest_lands() -> 
 async def test_items_still_refused_after_max_retries_stop_the_write() -> None:
     server = FakeServer(lambda doc_id, value, attempt: 503)
     writer = BulkWriter(config(max_retries=2), server.send, "s")
-    with pytest.raises(FatalError, match="still refused after 3 attempts: status 503"):
+    with pytest.raises(GaveUp, match="after 3 attempts: bulk: 1 documents refused: status 503"):
         await writer.write(ops_for([("k", 1)]))
 
 

@@ -39,6 +39,8 @@ class RecordingPipeline:
 
 
 class RecordingSupervisor:
+    """The operations of :class:`etl.transforms.reload.TransformHost`, recorded."""
+
     def __init__(self) -> None:
         self.should_stop = False
         self.pipelines: dict[str, Any] = {}
@@ -63,6 +65,19 @@ class RecordingSupervisor:
     def report_load_error(self, error: TransformLoadError) -> None:
         self.calls.append(("load_error", Path(error.path).name))
         self.load_errors[error.path] = error
+
+    def transform_pipelines(self) -> list[Any]:
+        return [p for key, p in self.pipelines.items() if key.startswith("transform:")]
+
+    def transform_pipeline(self, name: str) -> Any:
+        return self.pipelines.get(f"transform:{name}")
+
+    def load_error_paths(self) -> list[str]:
+        return list(self.load_errors)
+
+    def forget_load_errors(self, file_name: str) -> None:
+        for key in [k for k in self.load_errors if Path(k).name == file_name]:
+            del self.load_errors[key]
 
 
 @pytest.fixture
