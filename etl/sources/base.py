@@ -219,6 +219,9 @@ class SourceRunner(Service, Generic[C]):
         if self.status.state == State.PAUSED:
             self.status.state = State.RUNNING
 
+    async def refresh_progress(self) -> None:
+        """Update the status's progress (called before each status publication)."""
+
     def stopping(self) -> bool:
         """True once the source is being stopped."""
         return self._stopping
