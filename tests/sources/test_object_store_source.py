@@ -12,12 +12,7 @@ from etl.sources.object_store.source import ObjectStoreSource
 from etl.testing.kafka import create_topic, read_all
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.sink import ObjectStoreSinkPipeline
-from tests.sinks_object_store.conftest import (  # noqa: F401 - fixtures
-    S3_KEY,
-    S3_SECRET,
-    s3_client,
-    s3_endpoint,
-)
+from tests.sinks_object_store.conftest import S3_KEY, S3_SECRET
 from tests.sinks_object_store.harness import produce_records, running, sink_settings, wait_until
 
 pytestmark = [pytest.mark.kafka]
