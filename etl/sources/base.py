@@ -37,6 +37,7 @@ from etl.config import ETLSettings, SourceConfigBase
 from etl.deadletter import DeadLetterWriter
 from etl.errors import (
     ConfigurationError,
+    ETLError,
     FatalError,
     GaveUp,
     PipelineHalted,
@@ -94,6 +95,14 @@ class SourceBatch:
     dead: list[DeadMessage] = field(default_factory=list)
     #: Rows/records read from the outside system (the status's ``consumed``).
     read: int = 0
+
+
+class SourceFailed(FatalError):
+    """A :class:`~etl.errors.FatalError` that says in the log what failed."""
+
+    def __init__(self, message: str, what: str = "source failed") -> None:
+        super().__init__(message)
+        self.what = what
 
 
 class SourceReader(Protocol):
@@ -170,6 +179,11 @@ class SourceRunner(Service, Generic[C]):
         self.store: PositionStore | None = None
         self.lock = self.leadership()
         self.backoff = Backoff(first=1.0, ceiling=30.0)
+        #: Seconds between position saves (0: after every batch); an idle source, a
+        #: stop and a halt save the last acknowledged state at once.
+        self.save_interval = 0.0
+        self._unsaved: dict[str, Any] | None = None
+        self._last_save = 0.0
         self._stopping = False
         self._paused = False
         self._finished = asyncio.Event()
@@ -192,6 +206,26 @@ class SourceRunner(Service, Generic[C]):
         """The lock that makes one worker run this source; None: every worker runs it."""
         return None
 
+    def classify(self, exc: Exception) -> BaseException:
+        """A reader's own exception as a branch of :mod:`etl.errors` (what the runner does).
+
+        By default a broker or network error is retriable; others stay as they are
+        (one outside :class:`~etl.errors.ETLError` fails the source as a crash).
+        """
+        if isinstance(exc, KafkaException | OSError) and not isinstance(exc, ETLError):
+            return RetriableError(describe_error(exc))
+        return exc
+
+    def on_stopping(self) -> None:
+        """The source is being stopped: wake a reader that waits (called once)."""
+
+    def must_save(self, state: dict[str, Any]) -> bool:
+        """Save this state now, whatever :attr:`save_interval` says."""
+        return False
+
+    def on_saved(self, state: dict[str, Any]) -> None:
+        """``state`` is saved (progress for the status)."""
+
     # ---- lifecycle -------------------------------------------------------------------
 
     async def on_start(self) -> None:
@@ -200,6 +234,7 @@ class SourceRunner(Service, Generic[C]):
 
     async def on_stop(self) -> None:
         self._stopping = True
+        self.on_stopping()
         try:
             await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT)
         except TimeoutError:
@@ -228,20 +263,19 @@ class SourceRunner(Service, Generic[C]):
 
     async def _main(self) -> None:
         try:
-            if await self._elected():
-                await retry(
-                    self._run,
-                    what=f"source {self.name}",
-                    backoff=self.backoff,
-                    stopping=self.stopping,
-                    on_retry=self._on_retry,
-                )
+            await retry(
+                self._run,
+                what=f"source {self.name}",
+                backoff=self.backoff,
+                stopping=self.stopping,
+                on_retry=self._on_retry,
+            )
         except PipelineStopping:
             pass
         except PipelineHalted as exc:
             self._fail(State.STOPPED, exc.reason, "source halted by policy")
         except (FatalError, GaveUp, ConfigurationError) as exc:
-            self._fail(State.FAILED, str(exc), "source failed")
+            self._fail(State.FAILED, str(exc), getattr(exc, "what", "source failed"))
         except Exception as exc:
             self._fail(State.FAILED, describe_error(exc), "source crashed")
         finally:
@@ -283,6 +317,12 @@ class SourceRunner(Service, Generic[C]):
     # ---- one run ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """One run: elected, connected, publishing until stopped (raises to be retried)."""
+        try:
+            if not await self._elected():
+                return
+        except Exception as exc:
+            raise self._classified(exc) from exc
         self.producer = producer = NativeProducer(self.settings.kafka, name=self.name)
         reader = self.make_reader()
         try:
@@ -297,11 +337,16 @@ class SourceRunner(Service, Generic[C]):
                     {self.config.dead_letter_topic: errors.dead_letter_partitions},
                 )
             await reader.open(await self.store.load_state())
+            if self._stopping:
+                return
             self.status.state = State.PAUSED if self._paused else State.RUNNING
             self.status.error = None
             await self._pump(reader, producer, self.store)
-        except (KafkaException, OSError) as exc:
-            raise RetriableError(describe_error(exc)) from exc
+        except Exception as exc:
+            classified = self._classified(exc)
+            if classified is exc:
+                raise
+            raise classified from exc
         finally:
             await reader.close()
             self.producer = None
@@ -309,6 +354,9 @@ class SourceRunner(Service, Generic[C]):
                 await producer.stop()
             except Exception as exc:  # pragma: no cover - best effort on the way out
                 log.warning("producer stop failed source=%s error=%r", self.name, exc)
+
+    def _classified(self, exc: Exception) -> BaseException:
+        return self.classify(exc)
 
     async def _pump(
         self, reader: SourceReader, producer: NativeProducer, store: PositionStore
@@ -318,23 +366,48 @@ class SourceRunner(Service, Generic[C]):
         try:
             while not self._stopping:
                 if self._paused:
+                    await self._save(store, force=True)
                     await wait_unless_stopping(0.2, self.stopping)
                     continue
                 if watch is not None and watch.done():
                     raise RetriableError(f"source lock {self.lock.name!r} lost")  # type: ignore[union-attr]
-                batch = await reader.next_batch()
+                try:
+                    batch = await reader.next_batch()
+                except PipelineHalted:
+                    await self._save(store, force=True)
+                    raise
                 if batch is None:
+                    await self._save(store, force=True)
                     self.status.state = State.FINISHED
                     log.info("source finished source=%s", self.name)
                     await wait_unless_stopping(float("inf"), self.stopping)
                     return
+                if not batch.messages and not batch.dead:
+                    # Idle: save what is acknowledged (nothing is waiting on the broker).
+                    self._unsaved = reader.snapshot([]) or self._unsaved
+                    await self._save(store, force=True)
+                    continue
                 started = time.perf_counter()
                 await self._publish(batch, reader, producer, store, letters)
                 self.status.batches += 1
                 self.status.last_batch_ms = (time.perf_counter() - started) * 1000
+            await self._save(store, force=True)
         finally:
             if watch is not None:
                 watch.cancel()
+
+    async def _save(self, store: PositionStore, *, force: bool) -> None:
+        """Save the last acknowledged state if there is one not saved yet and it is due."""
+        state = self._unsaved
+        if state is None:
+            return
+        due = time.monotonic() - self._last_save >= self.save_interval
+        if not (force or due or self.must_save(state)):
+            return
+        await store.save_state(state)
+        self._unsaved = None
+        self._last_save = time.monotonic()
+        self.on_saved(state)
 
     async def _publish(
         self,
@@ -364,6 +437,7 @@ class SourceRunner(Service, Generic[C]):
             # The batch's messages (all before the bad record) are out; the position
             # stays before the batch, so a restart meets the bad record again.
             first = batch.dead[0]
+            await self._save(store, force=True)
             raise PipelineHalted(f"cannot read a record for {first.topic!r}: {first.error}")
         failed: list[SourceMessage] = []
         pending = [self._dead_letter(letters, dead) for dead in batch.dead]
@@ -374,7 +448,8 @@ class SourceRunner(Service, Generic[C]):
                 ) from produce_error(error, record_error=False)
             failure = produce_error(error, record_error=True)
             if self.policy == "stop":
-                # The position stays before this message: a restart publishes it again.
+                # The position stays before this batch: a restart publishes it again.
+                await self._save(store, force=True)
                 raise PipelineHalted(
                     f"cannot publish to topic {native.topic()!r}: {type(failure).__name__}: "
                     f"{failure}"
@@ -395,7 +470,8 @@ class SourceRunner(Service, Generic[C]):
         self.status.dead_lettered += len(pending)
         state = reader.snapshot(failed)
         if state is not None:
-            await store.save_state(state)
+            self._unsaved = state
+            await self._save(store, force=False)
 
     async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadMessage) -> Any:
         return await writer.send(
