@@ -28,10 +28,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opensearchpy import AsyncOpenSearch
 
 from bench.sink_rate import sink_rate
-from etl.config import ErrorSettings, ETLSettings, KafkaSettings
 from etl.embedded import EmbeddedBroker
 from etl.testing.kafka import create_topic
 from etl.testing.search_server import SearchServer
+from etl.testing.settings import pipeline_settings
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.sink import OpenSearchSinkPipeline
 
@@ -111,16 +111,7 @@ async def bare(url: str, records: list[Any], index: str, actions: int, in_flight
 async def ours(
     bootstrap: str, url: str, messages: int, index: str, actions: int, in_flight: int
 ) -> float:
-    settings = ETLSettings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            enable_idempotence=False,
-            group_prefix=f"bench{index}",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=500,
-        ),
-        errors=ErrorSettings(dead_letter_topic=f"bench-dlq-{index}"),
-    )
+    settings = pipeline_settings(bootstrap, index, prefix="bench")
     config = OpenSearchSinkConfig(
         name=f"bench-{index}",
         topics=[TOPIC],

@@ -39,10 +39,11 @@ import pymysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.sink_rate import sink_rate
-from etl.config import ErrorSettings, ETLSettings, KafkaSettings
+from etl.config import ETLSettings
 from etl.embedded import EmbeddedBroker
 from etl.testing.kafka import create_topic, read_all
 from etl.testing.servers import MariaDBServer, PostgresServer
+from etl.testing.settings import pipeline_settings
 from sinks.mysql.config import MySQLSinkConfig
 from sinks.mysql.sink import MySQLSinkPipeline
 from sinks.postgres.config import PostgresSinkConfig
@@ -84,17 +85,7 @@ def bare_rows(records: list[Any], config: Any) -> list[tuple[Any, ...]]:
 
 
 def settings_for(bootstrap: str) -> ETLSettings:
-    tag = uuid.uuid4().hex[:8]
-    return ETLSettings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            enable_idempotence=False,
-            group_prefix=f"bench{tag}",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=500,
-        ),
-        errors=ErrorSettings(dead_letter_topic=f"bench-dlq-{tag}"),
-    )
+    return pipeline_settings(bootstrap, prefix="bench")
 
 
 def sink_options(table: str, batch: int) -> dict[str, Any]:

@@ -38,6 +38,10 @@ OK, RETRY, REJECT = "ok", "retry", "reject"
 _WRITTEN: dict[str, Any] = {"written": {"status": 200}}
 
 
+class _ItemsRefused(RetriableError):
+    """Items the server asked to retry (429, 409 on an update, 5xx)."""
+
+
 class RequestTooLarge(Exception):
     """The server refused the request body as too large (HTTP 413)."""
 
@@ -187,7 +191,7 @@ class BulkWriter:
             failures.extend(round_.rejected)
             if round_.retry:
                 pending = [op for _, op in sorted(round_.retry, key=lambda entry: entry[0])]
-                raise RetriableError(f"{len(pending)} documents refused: {round_.reason}")
+                raise _ItemsRefused(f"{len(pending)} documents refused: {round_.reason}")
             return failures
 
         def note(attempt: int, exc: BaseException, delay: float) -> None:
@@ -205,6 +209,9 @@ class BulkWriter:
             backoff=Backoff.for_sink(self.config),
             stopping=self.stopping,
             on_retry=note,
+            # A whole request that fails (server away) is the pipeline's retry of the
+            # write; only the refused items are retried here.
+            only=_ItemsRefused,
         )
 
     async def send_request(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:

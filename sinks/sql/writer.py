@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.kafka import describe_error
+from etl.runtime.policy import halt_cut
 from sinks.base import RecordFailure, Sink, SinkBatch, record_failure
 from sinks.sql.config import SqlSinkConfig
 from sinks.sql.rows import RowBuilder, RowOp
@@ -109,11 +110,7 @@ def plan_statements(
 
 def after_first_failure(ops: Sequence[RowOp], failed: Sequence[Any]) -> list[RowOp]:
     """Rows whose record comes after the first failed record of its partition."""
-    first: dict[TopicPartition, int] = {}
-    for record in failed:
-        tp = TopicPartition(record.topic, record.partition)
-        if tp not in first or record.offset < first[tp]:
-            first[tp] = record.offset
+    first = halt_cut((TopicPartition(r.topic, r.partition), r.offset) for r in failed)
     out = []
     for op in ops:
         cut = first.get(TopicPartition(op.record.topic, op.record.partition))

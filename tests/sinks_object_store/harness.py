@@ -13,25 +13,13 @@ from aiokafka import AIOKafkaProducer
 
 from etl.config import ETLSettings
 from etl.redact import Redactor
+from etl.testing.settings import pipeline_settings
 from etl.testing.worker import write_config
 
 
 def sink_settings(tmp_path: Path, bootstrap: str, uid: str, **overrides: Any) -> ETLSettings:
     """Settings for an in-process sink: test broker, idempotence off, own dead-letter topic."""
-    data: dict[str, Any] = {
-        "data_dir": str(tmp_path / "data"),
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "enable_idempotence": False,
-            "group_prefix": f"t{uid}",
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 500,
-        },
-        "errors": {"dead_letter_topic": f"dlq-{uid}"},
-        "web": {"enabled": False},
-    }
-    data.update(overrides)
-    return ETLSettings.model_validate(data)
+    return pipeline_settings(bootstrap, uid, data_dir=tmp_path / "data", **overrides)
 
 
 def sink_config(model: Any, type_name: str, name: str, topic: str, **options: Any) -> Any:

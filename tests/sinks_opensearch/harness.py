@@ -9,24 +9,16 @@ from typing import Any
 
 from opensearchpy import AsyncOpenSearch
 
-from etl.config import ErrorSettings, ETLSettings, KafkaSettings
+from etl.config import ETLSettings
 from etl.redact import Redactor
+from etl.testing.settings import pipeline_settings
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.sink import OpenSearchSinkPipeline
 
 
 def settings_for(bootstrap: str, uid: str) -> ETLSettings:
     """Settings for the test broker (no idempotence), with this test's group and DLQ names."""
-    return ETLSettings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            enable_idempotence=False,
-            group_prefix=f"t{uid}",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=500,
-        ),
-        errors=ErrorSettings(dead_letter_topic=f"dlq-{uid}"),
-    )
+    return pipeline_settings(bootstrap, uid)
 
 
 def sink_config(name: str, topics: list[str], hosts: list[str], **options: Any) -> Any:

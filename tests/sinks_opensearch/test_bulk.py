@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from etl.errors import GaveUp
+from etl.errors import GaveUp, RetriableError
 from sinks.opensearch.bulk import BulkWriter, RequestTooLarge, cut_requests, item_outcome
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp, DocumentBuilder
@@ -170,3 +170,20 @@ async def test_operations_on_one_id_never_overtake_each_other_in_flight() -> Non
         applied = [value for doc_id, value in server.applied if doc_id == key]
         assert applied == sorted(applied), f"{key} applied out of order"
     assert server.most_in_flight > 1
+
+
+async def test_a_request_that_fails_whole_is_left_to_the_pipelines_retry() -> None:
+    server = FakeServer()
+    calls: list[int] = []
+
+    async def send(body: bytes) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RetriableError("connection reset")
+        return await server.send(body)
+
+    writer = BulkWriter(config(bulk_actions=2, max_in_flight=1), send, "s")
+    # Not retried here (the ops are a half-consumed generator): the pipeline retries
+    # the write whole, from its first operation.
+    with pytest.raises(RetriableError, match="connection reset"):
+        await writer.write(iter(ops_for([(f"k{i}", i) for i in range(6)])))
