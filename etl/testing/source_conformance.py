@@ -49,6 +49,7 @@ import pytest
 from etl.config import ETLSettings, SourceConfigBase
 from etl.sources.base import SourceRunner
 from etl.testing.kafka import read_all
+from etl.testing.settings import pipeline_settings
 
 Pairs = list[tuple[bytes | None, bytes | None]]
 
@@ -66,18 +67,6 @@ class SourceHarness:
     ) -> tuple[dict[str, Any], str, Pairs]:
         """Config options (``name``, ``type`` and the rest), the topic, the expected pairs."""
         raise NotImplementedError
-
-
-def conformance_settings(tmp_path: Path, bootstrap: str, uid: str) -> ETLSettings:
-    """The test broker, this test's own group prefix and dead-letter topic."""
-    return ETLSettings.model_validate(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "kafka": {"bootstrap_servers": bootstrap, "group_prefix": f"t{uid}"},
-            "errors": {"dead_letter_topic": f"dlq-{uid}"},
-            "web": {"enabled": False},
-        }
-    )
 
 
 @asynccontextmanager
@@ -129,7 +118,7 @@ class SourceConformance:
         self, harness: SourceHarness, kafka_bootstrap: str, uid: str, tmp_path: Path
     ) -> None:
         options, topic, expected = await harness.prepare(f"all-{uid}", self.COUNT)
-        settings = conformance_settings(tmp_path, kafka_bootstrap, uid)
+        settings = pipeline_settings(kafka_bootstrap, uid, data_dir=tmp_path / "data")
         async with running_source(harness, options, settings) as source:
             await until(
                 lambda: source.status.produced >= len(expected), f"{len(expected)} published"
@@ -143,7 +132,7 @@ class SourceConformance:
         self, harness: SourceHarness, kafka_bootstrap: str, uid: str, tmp_path: Path
     ) -> None:
         options, topic, expected = await harness.prepare(f"resume-{uid}", self.COUNT, slow=True)
-        settings = conformance_settings(tmp_path, kafka_bootstrap, uid)
+        settings = pipeline_settings(kafka_bootstrap, uid, data_dir=tmp_path / "data")
         async with running_source(harness, options, settings) as source:
             await until(lambda: source.status.produced > 0, "a first batch")
         first = await pairs(kafka_bootstrap, topic)
@@ -156,7 +145,7 @@ class SourceConformance:
         self, harness: SourceHarness, kafka_bootstrap: str, uid: str, tmp_path: Path
     ) -> None:
         options, topic, expected = await harness.prepare(f"pause-{uid}", self.COUNT)
-        settings = conformance_settings(tmp_path, kafka_bootstrap, uid)
+        settings = pipeline_settings(kafka_bootstrap, uid, data_dir=tmp_path / "data")
         async with running_source(harness, options, settings, paused=True) as source:
             await asyncio.sleep(1.0)
             assert source.status.produced == 0
@@ -170,7 +159,7 @@ class SourceConformance:
     ) -> None:
         bad_at = self.COUNT // 2
         options, topic, expected = await harness.prepare(f"halt-{uid}", self.COUNT, bad_at=bad_at)
-        settings = conformance_settings(tmp_path, kafka_bootstrap, uid)
+        settings = pipeline_settings(kafka_bootstrap, uid, data_dir=tmp_path / "data")
         async with running_source(harness, {**options, "on_error": "stop"}, settings) as source:
             await until(lambda: str(source.status.state) == "stopped", "halted")
             assert source.status.error
@@ -181,7 +170,7 @@ class SourceConformance:
     ) -> None:
         bad_at = self.COUNT // 2
         options, topic, expected = await harness.prepare(f"dead-{uid}", self.COUNT, bad_at=bad_at)
-        settings = conformance_settings(tmp_path, kafka_bootstrap, uid)
+        settings = pipeline_settings(kafka_bootstrap, uid, data_dir=tmp_path / "data")
         async with running_source(harness, {**options, "on_error": "continue"}, settings) as src:
             await until(lambda: src.status.produced >= len(expected), "the good records")
             await until(lambda: src.status.dead_lettered == 1, "one dead letter")
