@@ -7,11 +7,14 @@ into ``partition % partitions``.
 
 Resuming after kill -9 without loss or doubles: the saved state holds, per
 archived partition, the last offset replayed and, per target partition, its end
-offset once those records were acknowledged (``ends``). At open, whatever the
-target gained past ``ends`` was published by the run that died after the
-broker took it but before its position was saved; the idempotent producer keeps
-those a gap-free prefix, so exactly that many records are skipped again. This
-needs the target written by this replay only (a fresh or emptied topic).
+offset once those records were acknowledged (``ends``). At open, the records the
+target holds past ``ends`` were published by the run that died after the broker
+took them but before its position was saved; the idempotent producer keeps those
+a gap-free prefix, so exactly that many records are skipped again. They are
+counted by reading them, not from the partition's end offset (some brokers
+report the start of the last record batch there). This needs the target written
+by this replay only (a fresh or emptied topic). Under exactly-once the state is
+committed with the records in one Kafka transaction, so nothing is skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import posixpath
 import re
@@ -37,6 +41,8 @@ from etl.sources.object_store.config import STORAGE_FIELDS, ObjectStoreSourceCon
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.layout import PathLayout
 from sinks.object_store.store import FsspecStore, LocalStore, ObjectStore, make_store
+
+log = logging.getLogger("etl.source.object_store")
 
 _OBJECT = re.compile(r"^partition_(\d+)_offset_(\d+)_")
 
@@ -87,13 +93,20 @@ class ObjectStoreReader:
             self.objects += await self._list(topic, layout.topic_dir(topic))
         self.objects.sort(key=lambda o: (o.topic, o.partition, o.first_offset, o.path))
         await self._prepare_targets()
-        current = await self._settled_end_offsets()
         self._unsaved = saved is None
         saved = saved or {}
         self.done = {t: dict(p) for t, p in saved.get("done", {}).items()}
-        saved_ends: dict[str, int] = saved.get("ends", {})
-        self.ends = {tp: saved_ends.get(tp, end) for tp, end in current.items()}
-        self.skip = Counter({tp: max(0, end - self.ends[tp]) for tp, end in current.items()})
+        landed = await self._settled_landed(saved.get("ends", {}))
+        self.ends = {tp: start for tp, (start, _count) in landed.items()}
+        self.skip = Counter()
+        if not self.runner.exactly_once:
+            self.skip.update({tp: count for tp, (_start, count) in landed.items() if count})
+        if self.skip:
+            log.info(
+                "resuming: records already in the target are skipped source=%s skip=%s",
+                self.config.name,
+                dict(self.skip),
+            )
         self._next, self._records, self._line, self._current = 0, [], 0, None
 
     def _sink_config(self) -> ObjectStoreSinkConfig:
@@ -141,28 +154,44 @@ class ObjectStoreReader:
             await ensure_topics(kafka, missing)
         self.targets = {**missing, **existing}
 
-    async def _settled_end_offsets(self) -> dict[str, int]:
-        """End offsets once they stop moving: a produce request of a run that died can
-        still be appended (and the high watermark move) after the process is gone."""
-        current = await self._end_offsets()
+    async def _settled_landed(self, saved: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """:meth:`_landed` once it stops changing: a produce request of a run that died
+        can still be appended after the process is gone."""
+        current = await self._landed(saved)
         settle = self.config.settle_seconds
         while settle > 0:
             await asyncio.sleep(settle)
-            again = await self._end_offsets()
+            again = await self._landed(saved)
             if again == current:
                 break
             current = again
         return current
 
-    async def _end_offsets(self) -> dict[str, int]:
+    async def _landed(self, saved: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """Per target partition: where ours start (the saved end offset, else the
+        partition's true end) and how many records it holds from there, read."""
         tps = [TopicPartition(t, p) for t, n in self.targets.items() for p in range(n)]
         consumer = make_consumer(self.runner.settings.kafka, group_id=None)
         await consumer.start()
         try:
-            ends = await consumer.end_offsets(tps)
+            lows = await consumer.beginning_offsets(tps)
+            highs = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            out = {}
+            for tp in tps:
+                name = f"{tp.topic}:{tp.partition}"
+                low, high = lows[tp], highs[tp]
+                if name in saved:
+                    count, _end = await _read_from(consumer, tp, max(low, saved[name]), high)
+                    out[name] = (saved[name], count)
+                else:
+                    # The reported end may be the start of the last record batch + 1:
+                    # read that batch for the true end.
+                    _count, end = await _read_from(consumer, tp, max(low, high - 1), high)
+                    out[name] = (end, 0)
+            return out
         finally:
             await consumer.stop()
-        return {f"{tp.topic}:{tp.partition}": end for tp, end in ends.items()}
 
     async def next_batch(self) -> SourceBatch | None:
         batch = SourceBatch()
@@ -271,6 +300,22 @@ class ObjectStoreReader:
         store, self.store = self.store, None
         if store is not None:
             await store.close()
+
+
+async def _read_from(consumer: Any, tp: TopicPartition, start: int, high: int) -> tuple[int, int]:
+    """Read ``tp`` from ``start`` past the reported end ``high`` (whole record batches):
+    (records read, the offset after the last one)."""
+    count, end = 0, start
+    if start >= high:
+        return count, end
+    consumer.seek(tp, start)
+    deadline = asyncio.get_running_loop().time() + 60
+    while end < high:
+        if asyncio.get_running_loop().time() > deadline:
+            raise RetriableError(f"cannot read {tp.topic!r} partition {tp.partition} to its end")
+        count += len((await consumer.getmany(tp, timeout_ms=1000)).get(tp, []))
+        end = await consumer.position(tp)
+    return count, end
 
 
 def _walk(directory: str) -> list[str]:
