@@ -400,7 +400,9 @@ class SourceRunner(Service, Generic[C]):
         watch = asyncio.ensure_future(self._watch_lock()) if self.lock is not None else None
         try:
             while not self._stopping:
-                if self._paused:
+                if self._paused and not self._in_transaction:
+                    # Exactly-once: an open transaction is finished first (the reader
+                    # pauses at its next boundary).
                     await self._save(store, force=True)
                     await wait_unless_stopping(0.2, self.stopping)
                     continue
