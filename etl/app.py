@@ -26,6 +26,7 @@ from faust.app.base import BootStrategy
 from etl.config import ETLSettings, load_settings
 from etl.errors import ConfigurationError
 from etl.ops.client import WORKER_FILE, web_url
+from etl.plugins import load_plugins
 from etl.supervisor import PipelineSupervisor
 
 
@@ -108,7 +109,7 @@ def remove_worker_file(settings: ETLSettings) -> None:
 
 def create_app(settings: ETLSettings) -> ETLApp:
     """Build the Faust app for these settings."""
-    import etl.builtin_plugins  # noqa: F401 - registers the built-in sink/source types
+    load_plugins()  # the sink/source types of every installed package (entry points)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.web.enabled and settings.web.port == 0:

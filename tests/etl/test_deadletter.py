@@ -17,7 +17,7 @@ from etl.deadletter import (
     record_bytes,
 )
 from etl.redact import Redactor
-from tests.sinks.conformance import make_record
+from etl.testing.sink_conformance import make_record
 
 LIMIT = 1024 * 1024
 

@@ -3,4 +3,4 @@
 import pytest
 
 # The shared suite is imported by other sinks' tests: have pytest explain its asserts.
-pytest.register_assert_rewrite("tests.sinks.conformance", "tests.sinks.sqlharness")
+pytest.register_assert_rewrite("etl.testing.sink_conformance", "tests.sinks.sqlharness")

@@ -12,13 +12,13 @@ import pymysql
 
 from etl.config import ETLSettings
 from etl.redact import Redactor
+from etl.testing.sink_conformance import ConformanceHarness
 from sinks.mysql.config import MySQLSinkConfig
 from sinks.mysql.sink import MySQLSink
 from sinks.postgres.config import PostgresSinkConfig
 from sinks.postgres.sink import PostgresSink
 from sinks.sql.config import SqlSinkConfig
 from sinks.sql.writer import SqlSink
-from tests.sinks.conformance import ConformanceHarness
 
 MYSQL_DATABASE = "etl_sinks"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from etl.errors import FatalError, RecordError, RetriableError
+from etl.testing.sink_conformance import make_record
 from sinks.base import record_failure
-from tests.sinks.conformance import make_record
 
 
 def test_any_exception_of_one_record_is_a_record_error_naming_it() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sinks.conformance import SinkConformance
+from etl.testing.sink_conformance import SinkConformance
 from tests.sinks.sqlharness import SqlConformanceHarness, SqlTarget
 
 

@@ -15,8 +15,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from etl.errors import RecordError
+from etl.testing.sink_conformance import make_record
 from sinks.base import SinkBatch
-from tests.sinks.conformance import make_record
 from tests.sinks.sqlharness import SqlTarget, as_json, unique_table
 
 PT_MINUTE = re.compile(r"^\d\d-\d\d-\d{4} \d\d:\d\d$")

@@ -16,8 +16,8 @@ from etl.deadletter import dead_letter_headers, record_bytes, smallest_dead_lett
 from etl.redact import Redactor
 from etl.testing.hostile import FIVE_MIB, HostileRecord, produce_hostile
 from etl.testing.kafka import create_topic, read_all
+from etl.testing.sink_conformance import ConformanceHarness, _committed, _until, make_record
 from sinks.base import sink_pipeline_factory
-from tests.sinks.conformance import ConformanceHarness, _committed, _until, make_record
 from tests.sinks.sqlharness import SqlTarget, unique_table
 from tests.sinks.test_sql_worker import sink
 

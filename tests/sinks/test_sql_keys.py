@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from etl.errors import FatalError, RetriableError
+from etl.testing.sink_conformance import make_record
 from sinks.sql.table import PlannedColumn
-from tests.sinks.conformance import make_record
 from tests.sinks.sqlharness import SqlTarget, unique_table
 from tests.sinks.test_sql_formats import write
 

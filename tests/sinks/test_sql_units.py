@@ -16,6 +16,7 @@ from etl.config import ETLSettings, load_settings
 from etl.errors import ConfigurationError, RecordError
 from etl.redact import Redactor
 from etl.runtime.consumer import PipelineHalted
+from etl.testing.sink_conformance import make_record
 from sinks.base import RecordFailure, Sink, SinkBatch, SinkPipeline
 from sinks.mysql.config import MySQLSinkConfig, parse_dsn
 from sinks.mysql.sink import MySQLSink, connect_kwargs, quote, quote_fmt
@@ -24,7 +25,6 @@ from sinks.postgres.sink import connection_params
 from sinks.sql.rows import RowBuilder
 from sinks.sql.table import Column, PlannedColumn, TableInfo
 from sinks.sql.writer import plan_statements
-from tests.sinks.conformance import make_record
 
 PG = {"name": "pg", "type": "postgres", "topics": ["t"], "dsn": "postgresql://u@h/db"}
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from etl.testing.hostile import hostile_id
+from etl.testing.sink_conformance import ConformanceHarness, SinkConformance
 from sinks.http.config import HttpSinkConfig
 from sinks.http.sink import HttpSink
-from tests.sinks.conformance import ConformanceHarness, SinkConformance
 from tests.sinks_http.conftest import ScriptedServer, serving
 
 

@@ -8,9 +8,15 @@ from typing import Any, ClassVar
 import pytest
 
 from etl.testing.hostile import hostile_id
+from etl.testing.sink_conformance import (
+    ConformanceHarness,
+    SinkConformance,
+    _name,
+    _write,
+    batch_of,
+)
 from sinks.object_store.config import ObjectStoreSinkConfig
 from sinks.object_store.sink import ObjectStoreSink
-from tests.sinks.conformance import ConformanceHarness, SinkConformance, _name, _write, batch_of
 from tests.sinks_object_store.conftest import S3_KEY, S3_SECRET, lines_of, local_objects
 
 

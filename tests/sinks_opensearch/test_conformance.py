@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 import pytest
 from opensearchpy import AsyncOpenSearch
 
+from etl.testing.sink_conformance import ConformanceHarness, SinkConformance
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.sink import OpenSearchSink
-from tests.sinks.conformance import ConformanceHarness, SinkConformance
 from tests.sinks_opensearch.harness import all_docs
 
 

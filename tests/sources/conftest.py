@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from etl.testing.servers import MariaDBServer
+from tests.sinks_object_store.conftest import s3_client, s3_endpoint  # noqa: F401 - fixtures
 from tests.sources.helpers import CDC_PASSWORD, CDC_USER, BinlogServer
 
 

@@ -505,7 +505,7 @@ async def test_stop_policy_halts_before_the_bad_transaction(
             await asyncio.sleep(0.05)
         assert str(source.status.state) == "stopped"
         error = source.status.error or ""
-        saved = source.store.saved if source.store else None
+        saved = source.saved
     assert "cannot publish a change of table 'docs'" in error and "RecordTooLarge" in error
     found = await events(kafka_bootstrap, f"t{uid}_docs")
     assert [e.after["id"] for e in found if e.after] == [1]  # type: ignore[index]

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError
 
 from etl.config import ETLSettings, load_settings
 from etl.deadletter import DeadLetterWriter
-from etl.errors import ConfigurationError, RetriableError
+from etl.errors import ConfigurationError, PipelineHalted, RetriableError
 from etl.redact import Redactor
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
 from etl.sources.mysql_binlog.ddl import is_dml, parse_ddl
@@ -256,6 +256,9 @@ class _Delivered:
     def value(self) -> bytes:
         return self._where[2]
 
+    def partition(self) -> int:
+        return 1
+
 
 class _Producer:
     """The NativeProducer surface the source uses; one delivery of ``refused`` fails."""
@@ -300,21 +303,114 @@ async def test_a_change_the_broker_refuses_follows_the_policy(policy: str, code:
     config = MySQLBinlogSourceConfig.model_validate({**BASE, "tables": "t", "on_error": policy})
     source = MySQLBinlogSource(config, settings=ETLSettings())
     producer = _Producer(b"bad", code)
-    source.producer = producer  # type: ignore[assignment]
     mark = BinlogPosition("binlog.000001", 900)
     item = Handover([("mysql_t", 1, [(b"1", b"good", None), (b"2", b"bad", None)])], 7, mark, 2)
+    changes = source.make_reader()
+    changes.handoff = Handoff(asyncio.get_running_loop(), 1 << 20)
+    changes.reader = _StoppedReader()  # type: ignore[assignment]
+    changes.handoff.put(item, abort=lambda: True)
+    batch = await changes.next_batch()
+    assert batch is not None
+    store = _Store()
     writer = DeadLetterWriter(producer, "dead", Redactor([]))
+
+    async def publish() -> None:
+        await source._publish(batch, changes, producer, store, writer)  # type: ignore[arg-type]
+
     if code == KafkaError._MSG_TIMED_OUT:
         with pytest.raises(RetriableError, match="mysql_t"):
-            await source._submit([item], writer)
-        assert source.acked is None
+            await publish()
+        assert source.acked is None and store.saved == []
         return
-    halt = await source._submit([item], writer)
-    assert [value for _, _, value in producer.produced] == [b"good", b"bad"]
     if policy == "continue":
-        assert halt is None and source.acked == mark
+        await publish()
+        assert [value for _, _, value in producer.produced] == [b"good", b"bad"]
+        assert source.acked == mark and store.saved == [mark]
         assert producer.letters == [("dead", b"bad")]
         assert source.status.produced == 1 and source.status.dead_lettered == 1
     else:
-        assert halt is not None and "mysql_t" in halt and "MessageSizeTooLarge" in halt
-        assert source.acked is None and producer.letters == []
+        with pytest.raises(PipelineHalted) as halted:
+            await publish()
+        assert "mysql_t" in halted.value.reason and "MessageSizeTooLarge" in halted.value.reason
+        assert source.acked is None and store.saved == [] and producer.letters == []
+
+
+class _StoppedReader:
+    def request_stop(self) -> None:
+        pass
+
+
+class _Store:
+    """The position store's surface: what was saved, in order."""
+
+    def __init__(self) -> None:
+        self.saved: list[BinlogPosition] = []
+        self.saved_state: dict[str, Any] | None = None
+
+    async def save_state(self, state: dict[str, Any]) -> None:
+        self.saved.append(BinlogPosition.from_record(state))
+        self.saved_state = state
+
+
+class _TransactionalProducer(_Producer):
+    """:class:`_Producer` with the transaction calls, each noted in ``events``."""
+
+    def __init__(self, refused: bytes, code: int, events: list[str]) -> None:
+        super().__init__(refused, code)
+        self.events = events
+
+    def begin_transaction(self) -> None:
+        self.events.append("begin")
+
+    async def commit_transaction(self, offsets: Any, group: Any) -> None:
+        self.events.append("commit")
+
+    async def abort_transaction(self) -> None:
+        self.events.append("abort")
+
+
+class _EventStore(_Store):
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def save_state(self, state: dict[str, Any]) -> None:
+        await super().save_state(state)
+        self.events.append("save")
+
+
+async def test_exactly_once_commits_a_split_mysql_transaction_once_with_its_position() -> None:
+    """Under exactly_once a MySQL transaction handed over in two parts is one Kafka
+    transaction, committed with its end position; a change the broker refuses aborts
+    the open transaction and halts the source, whatever the policy, saving nothing."""
+    settings = ETLSettings.model_validate({"kafka": {"processing_guarantee": "exactly_once"}})
+    config = MySQLBinlogSourceConfig.model_validate({**BASE, "tables": "t", "on_error": "continue"})
+    source = MySQLBinlogSource(config, settings=settings)
+    events: list[str] = []
+    producer = _TransactionalProducer(b"bad", KafkaError.MSG_SIZE_TOO_LARGE, events)
+    store = _EventStore(events)
+    writer = DeadLetterWriter(producer, "dead", Redactor([]))
+    changes = source.make_reader()
+    changes.handoff = Handoff(asyncio.get_running_loop(), 1 << 20)
+    changes.reader = _StoppedReader()  # type: ignore[assignment]
+
+    async def publish(*items: Handover) -> None:
+        for item in items:
+            changes.handoff.put(item, abort=lambda: True)  # type: ignore[union-attr]
+        batch = await changes.next_batch()
+        assert batch is not None
+        await source._publish_transaction(batch, changes, producer, store, writer)  # type: ignore[arg-type]
+
+    mark = BinlogPosition("binlog.000001", 900)
+    await publish(Handover([("mysql_t", 1, [(b"1", b"a", None)])], 7, None, 1))
+    assert events == ["begin"] and store.saved == [] and source.acked is None
+    await publish(Handover([("mysql_t", 1, [(b"2", b"b", None)])], 7, mark, 1))
+    assert events == ["begin", "save", "commit"]
+    assert store.saved == [mark] and source.acked == mark and source.status.produced == 2
+
+    events.clear()
+    later = BinlogPosition("binlog.000001", 1900)
+    with pytest.raises(PipelineHalted, match="MessageSizeTooLarge"):
+        await publish(Handover([("mysql_t", 1, [(b"3", b"bad", None)])], 7, later, 1))
+    assert events == ["begin", "abort"] and store.saved == [mark] and source.acked == mark
+    assert producer.letters == []

@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 
-from etl.errors import ETLError
+from etl.errors import PipelineHalted
 from etl.sources.mysql_binlog.batches import BatchWriter
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
 from etl.sources.mysql_binlog.db import close_quietly, connect
@@ -43,7 +43,7 @@ log = logging.getLogger("etl.source.mysql_binlog")
 TopicLookup = Callable[[str, bool, bool], "tuple[str, int] | None"]
 
 
-class SourceHalted(ETLError):
+class SourceHalted(PipelineHalted):
     """The ``stop`` policy halted the source at a change it could not publish."""
 
 

@@ -1,85 +1,213 @@
-"""The ``mysql_binlog`` source service: preflight, position, reader thread, producer.
+"""The ``mysql_binlog`` source on the source runner: preflight, start plan, reader thread.
 
-Only the worker holding the source's lock on the server runs it (:mod:`.leader`);
-the others stand by. Lifecycle of one run: check the server (:mod:`.preflight`; a
-failed check marks the source FAILED with every problem and leaves the worker
-running), load the
-saved position, decide where to start, create the table topics, start the
-reader thread, then submit its batches and save the position of each
-acknowledged transaction end. A lost broker or server connection restarts the
-run from the last acknowledged position with backoff; a clean stop hands over
-everything up to a transaction end and saves that position, so a restart
-neither loses nor repeats a change.
-
-With ``kafka.processing_guarantee: exactly_once`` the changes of each MySQL
-transaction and the position record of its end are written in one Kafka
-transaction (a separate branch, :meth:`MySQLBinlogSource._submit_transaction`):
-a crash aborts what was open, and the restart reads on from the position of the
-last committed transaction, so ``read_committed`` readers see every change once.
+The runner (:mod:`etl.sources.base`) owns the lifecycle: leadership (the named
+lock of :mod:`.leader`: one worker per source), retry with backoff, pause,
+status, dead letters, and saving the position once the broker has acknowledged
+everything before it. This module says what is binlog-specific: a run checks
+the server (:mod:`.preflight`; a failed check marks the source FAILED with every
+problem and leaves the worker running), decides where to start from the saved
+position (:mod:`.start`), creates the table topics and starts the reader thread;
+its handovers become batches, each ending at a transaction end, so a restart
+neither loses nor repeats a change. Under ``kafka.processing_guarantee:
+exactly_once`` a batch is a commit boundary only when its last handover ends a
+MySQL transaction: a MySQL transaction split over several handovers stays in one
+Kafka transaction, committed with the position of its end. A purged start position takes a new
+snapshot when ``snapshot: when_needed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import pymysql
-from confluent_kafka import KafkaException
-from mode import Service
 
 from etl.config import ETLSettings
-from etl.deadletter import DeadLetterWriter
-from etl.errors import FatalError, RetriableError
+from etl.errors import ETLError, FatalError, RetriableError
 from etl.kafka import describe_error, ensure_topics, topic_partitions
 from etl.redact import Redactor
-from etl.runtime.native import NativeProducer, ProduceError, is_record_error, produce_error
-from etl.runtime.status import PartitionProgress, PipelineStatus, State
+from etl.runtime.status import PartitionProgress, State
+from etl.sources.base import (
+    DeadMessage,
+    SourceBatch,
+    SourceFailed,
+    SourceMessage,
+    SourceRunner,
+)
 from etl.sources.mysql_binlog.changes import SourceHalted
 from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
-from etl.sources.mysql_binlog.db import (
-    ACCESS_DENIED_CODES,
-    connect,
-    error_code,
-    server_label,
-)
+from etl.sources.mysql_binlog.db import ACCESS_DENIED_CODES, connect, error_code, server_label
 from etl.sources.mysql_binlog.envelope import topic_for
-from etl.sources.mysql_binlog.handoff import DeadRow, Handoff, Handover
+from etl.sources.mysql_binlog.handoff import Handoff
 from etl.sources.mysql_binlog.leader import LOCK_INTERVAL, SourceLock, lock_name
-from etl.sources.mysql_binlog.position import BinlogPosition, PositionStore
-from etl.sources.mysql_binlog.preflight import (
-    PreflightError,
-    ServerInfo,
-    run_preflight,
-)
+from etl.sources.mysql_binlog.position import BinlogPosition
+from etl.sources.mysql_binlog.preflight import PreflightError, ServerInfo, run_preflight
 from etl.sources.mysql_binlog.progress import BinlogProgress
 from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged
-from etl.sources.mysql_binlog.start import StartPlan, plan_start
+from etl.sources.mysql_binlog.start import plan_start
 
 log = logging.getLogger("etl.source.mysql_binlog")
 
 STOP_TIMEOUT = 30.0
 
 
-@dataclass(slots=True)
-class _DeadRecord:
-    """What the dead-letter writer needs of a change that was never a Kafka record."""
+class BinlogChanges:
+    """The source's reader: the binlog thread's handovers as batches."""
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int = -1
-    offset: int = -1
-    timestamp: int = -1
-    headers: list[Any] = field(default_factory=list)
+    def __init__(self, source: MySQLBinlogSource) -> None:
+        self.source = source
+        self.reader: BinlogReader | None = None
+        self.handoff: Handoff | None = None
+        self._mark: BinlogPosition | None = None
+        self._nbytes = 0
+        self._halt: str | None = None
+
+    async def open(self, saved: dict[str, Any] | None) -> None:
+        source, config = self.source, self.source.config
+        info = await asyncio.to_thread(source.preflight)
+        for warning in info.warnings:
+            log.warning("source preflight warning source=%s warning=%r", config.name, warning)
+        position = None
+        if saved is not None:
+            try:
+                position = BinlogPosition.from_record(saved)
+            except ValueError as exc:
+                log.warning(
+                    "ignored unreadable saved position source=%s error=%r", config.name, exc
+                )
+        assert source.store is not None
+        plan = plan_start(
+            config,
+            info,
+            [p for p in (source.acked, position) if p is not None],
+            position_topic=source.store.topic,
+            resnapshot=source.resnapshot,
+        )
+        log.info(
+            "source starting source=%s server=%s database=%s start=%s reason=%r",
+            config.name,
+            source.server,
+            config.database,
+            plan,
+            plan.reason,
+        )
+        for table, has_key in info.tables.items():
+            await source.ensure_topic(table, has_key, True)
+        loop = asyncio.get_running_loop()
+        self.handoff = Handoff(loop, config.max_pending_bytes)
+        self.reader = BinlogReader(
+            config,
+            loop=loop,
+            handoff=self.handoff,
+            ensure_topic=source.ensure_topic,
+            resume=plan.resume,
+            gtid=plan.gtid,
+            snapshot=plan.snapshot,
+            is_mariadb=info.is_mariadb,
+            row_metadata_full=info.row_metadata_full,
+            policy=source.policy,
+            max_request_size=source.settings.kafka.max_request_size,
+            on_retry=source.on_reader_retry,
+        )
+        if source.paused:
+            self.reader.pause()
+        source.status.partitions["binlog"] = source.progress.progress
+        self.reader.start()
+
+    async def next_batch(self) -> SourceBatch | None:
+        assert self.handoff is not None and self.reader is not None
+        if self._halt is not None:
+            raise SourceHalted(self._halt)
+        # The runner asks for the next batch once the last one is acknowledged.
+        self._release()
+        idle = max(self.source.config.position_interval_ms / 1000, 0.2)
+        try:
+            items = await asyncio.wait_for(self.handoff.get(), idle)
+        except TimeoutError:
+            return SourceBatch(boundary=False)
+        if items is None:
+            await self._join()
+            if self.reader.error is not None:
+                raise self.reader.error
+            if self.source.stopping():
+                return SourceBatch()
+            raise RetriableError("the binlog reader ended")
+        batch = SourceBatch()
+        for item in items:
+            if self._halt is not None:
+                # Halted: publish nothing after the change that stopped the source.
+                self.handoff.release(item.nbytes)
+                continue
+            for topic, partition, messages in item.batches:
+                batch.messages += [
+                    SourceMessage(topic, key, value, partition, None, headers)
+                    for key, value, headers in messages
+                ]
+            batch.dead += [
+                DeadMessage(
+                    dead.topic,
+                    dead.key,
+                    dead.value,
+                    dead.error,
+                    extra={
+                        "etl.source.table": dead.table,
+                        "etl.source.binlog_position": dead.position,
+                        "etl.source.sequence_id": dead.sequence,
+                    },
+                )
+                for dead in item.dead
+            ]
+            batch.read += item.rows
+            self._nbytes += item.nbytes
+            self._mark = item.mark or self._mark
+            if item.halt is not None:
+                self._halt = item.halt
+                self.reader.request_stop()
+        # Exactly-once commits only at a MySQL transaction end, never before a halt.
+        batch.boundary = bool(items) and items[-1].mark is not None and self._halt is None
+        return batch
+
+    def _release(self) -> None:
+        if self.handoff is not None and self._nbytes:
+            self.handoff.release(self._nbytes)
+        self._nbytes = 0
+
+    def snapshot(self, failed: Sequence[SourceMessage]) -> dict[str, Any] | None:
+        self._release()
+        mark, self._mark = self._mark, None
+        if mark is None:
+            return None
+        source = self.source
+        if not source.exactly_once:
+            # Acknowledged is enough here; exactly-once waits for the commit (on_saved).
+            source.accept(mark)
+        return mark.to_record(source.name, source.server)
+
+    async def close(self) -> None:
+        reader, handoff = self.reader, self.handoff
+        if reader is None or handoff is None:
+            return
+        reader.request_stop()
+        handoff.discard()
+        await self._join()
+        if reader.alive:
+            log.warning("binlog thread did not stop, cutting it source=%s", self.source.name)
+            reader.abort()
+            handoff.discard()
+            await self._join()
+
+    async def _join(self) -> None:
+        reader = self.reader
+        if reader is not None and reader.thread is not None:
+            await asyncio.to_thread(reader.thread.join, STOP_TIMEOUT)
 
 
-class MySQLBinlogSource(Service):
+class MySQLBinlogSource(SourceRunner[MySQLBinlogSourceConfig]):
     """Publishes a MySQL/MariaDB database's row changes to Kafka (one topic per table)."""
 
-    kind = "source"
+    lock_interval = LOCK_INTERVAL
 
     def __init__(
         self,
@@ -89,243 +217,116 @@ class MySQLBinlogSource(Service):
         redact: Redactor | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.config = config
-        self.settings = settings
-        self.name = config.name
-        self.redact = redact or Redactor(settings.secret_values())
-        self.policy = config.on_error or settings.errors.policy
         self.server = server_label(config)
-        self.store: PositionStore | None = None
-        self.status = PipelineStatus(
-            name=config.name,
-            kind=self.kind,
-            source=f"mysql://{self.server}/{config.database}",
-            target=f"{config.topic_prefix}_*",
-            dead_letter_topic=config.dead_letter_topic or settings.errors.dead_letter_topic,
-        )
-        self.producer: NativeProducer | None = None
-        self.reader: BinlogReader | None = None
-        self.handoff: Handoff | None = None
+        super().__init__(config, settings=settings, redact=redact, **kwargs)
+        self.save_interval = config.position_interval_ms / 1000
         self.topics: dict[str, int] = {}
+        #: The last position the broker acknowledged everything before (saved or not).
         self.acked: BinlogPosition | None = None
-        self._last_save = 0.0
-        self._stopping = False
-        self._paused = False
-        self._resnapshot = False
-        self._finished = asyncio.Event()
-        self._stop_event = asyncio.Event()
-        self.lock = SourceLock(config, lock_name(settings.kafka.group_prefix, config.name))
-        self._lock_lost = False
+        #: Set after a purged start position under ``snapshot: when_needed``.
+        self.resnapshot = False
         self.progress = BinlogProgress(config, PartitionProgress())
-        self.exactly_once = settings.kafka.processing_guarantee == "exactly_once"
-        #: Exactly-once: a Kafka transaction is open (changes since the last commit).
-        self._in_transaction = False
+        self.changes: BinlogChanges | None = None
 
-    # ---- lifecycle ------------------------------------------------------------------
+    def make_reader(self) -> BinlogChanges:
+        self.changes = BinlogChanges(self)
+        return self.changes
 
-    async def on_start(self) -> None:
-        self.status.state = State.STARTING
-        self.add_future(self._main())
+    def describe_source(self) -> str:
+        return f"mysql://{self.server}/{self.config.database}"
 
-    async def on_stop(self) -> None:
-        self._stopping = True
-        self._stop_event.set()
-        reader = self.reader
-        if reader is not None:
-            reader.request_stop()
-        try:
-            await asyncio.wait_for(self._finished.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("source stop timed out, cutting the connection source=%s", self.name)
-            if self.reader is not None:
-                self.reader.abort()
-            try:
-                await asyncio.wait_for(self._finished.wait(), 5)
-            except TimeoutError:
-                pass
-        if self.status.state in (State.RUNNING, State.STARTING, State.PAUSED):
-            self.status.state = State.FINISHED
+    def describe_target(self) -> str:
+        return f"{self.config.topic_prefix}_*"
+
+    def leadership(self) -> SourceLock:
+        return SourceLock(self.config, lock_name(self.settings.kafka.group_prefix, self.name))
+
+    @property
+    def paused(self) -> bool:
+        """Paused by the operator."""
+        return self._paused
+
+    @property
+    def saved(self) -> BinlogPosition | None:
+        """The position saved last (None: none yet)."""
+        state = self.store.saved_state if self.store is not None else None
+        return BinlogPosition.from_record(state) if state else None
+
+    @property
+    def reader(self) -> BinlogReader | None:
+        """The binlog thread of the current run."""
+        return self.changes.reader if self.changes is not None else None
+
+    def classify(self, exc: Exception) -> BaseException:
+        if isinstance(exc, PreflightError):
+            return SourceFailed(str(exc), "source preflight failed")
+        if isinstance(exc, PositionPurged):
+            if self.config.snapshot != "when_needed" or self.resnapshot:
+                return FatalError(str(exc))
+            log.error("%s; taking a new snapshot source=%s", exc, self.name)
+            self.resnapshot = True
+            self.backoff.reset()
+            return RetriableError(str(exc))
+        if isinstance(exc, pymysql.err.MySQLError) and error_code(exc) in ACCESS_DENIED_CODES:
+            return SourceFailed(describe_error(exc), "source cannot log in")
+        if isinstance(exc, ETLError):
+            return exc
+        # A lost server or broker connection: the run starts again from the saved position.
+        return RetriableError(describe_error(exc))
+
+    def on_stopping(self) -> None:
+        if self.reader is not None:
+            self.reader.request_stop()
+
+    def must_save(self, state: dict[str, Any]) -> bool:
+        # The end of the initial snapshot is saved at once: a crash right after it
+        # would otherwise take the whole snapshot again.
+        saved = self.store.saved_state if self.store is not None else None
+        return state.get("snapshot") == "done" and (saved or {}).get("snapshot") != "done"
+
+    def on_saved(self, state: dict[str, Any]) -> None:
+        position = BinlogPosition.from_record(state)
+        if self.exactly_once:
+            self.accept(position)
+        self.progress.progress.committed = self.progress.offset(position)
+
+    def accept(self, mark: BinlogPosition) -> None:
+        """Everything up to ``mark`` is published: a new run starts after it."""
+        self.acked = mark
+        if mark.snapshot == "done":
+            self.resnapshot = False
 
     def pause(self) -> None:
         """Stop reading at the next transaction end (the position is kept)."""
-        self._paused = True
+        super().pause()
         if self.reader is not None:
             self.reader.pause()
-        if self.status.state == State.RUNNING:
-            self.status.state = State.PAUSED
 
     def resume(self) -> None:
         """Read on after :meth:`pause`."""
-        self._paused = False
+        super().resume()
         if self.reader is not None:
             self.reader.resume_reading()
-        if self.status.state == State.PAUSED:
-            self.status.state = State.RUNNING
 
-    async def _main(self) -> None:
-        delay = 1.0
-        try:
-            while not self._stopping:
-                try:
-                    if not await self._elected():
-                        return
-                    await self._run()
-                    delay = 1.0
-                except asyncio.CancelledError:
-                    raise
-                except PreflightError as exc:
-                    self._fail(State.FAILED, str(exc), "source preflight failed")
-                    return
-                except PositionPurged as exc:
-                    if self.config.snapshot != "when_needed" or self._resnapshot:
-                        self._fail(State.FAILED, str(exc), "source failed")
-                        return
-                    log.error("%s; taking a new snapshot source=%s", exc, self.name)
-                    self._resnapshot = True
-                except FatalError as exc:
-                    self._fail(State.FAILED, str(exc), "source failed")
-                    return
-                except SourceHalted as exc:
-                    self._fail(State.STOPPED, str(exc), "source halted by policy")
-                    return
-                except Exception as exc:
-                    if self._stopping:
-                        return
-                    if isinstance(exc, pymysql.err.MySQLError) and (
-                        error_code(exc) in ACCESS_DENIED_CODES
-                    ):
-                        self._fail(State.FAILED, describe_error(exc), "source cannot log in")
-                        return
-                    text = self.redact(describe_error(exc))
-                    self.status.fail(State.FAILED, f"retrying: {text}")
-                    log.warning(
-                        "source run failed, retrying source=%s error=%r retry_in=%.0fs",
-                        self.name,
-                        text,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-        finally:
-            await asyncio.to_thread(self.lock.release)
-            self._finished.set()
-
-    async def _elected(self) -> bool:
-        """Wait until this worker holds the source's lock (False: the source is stopping)."""
-        self._lock_lost = False
-        standby = False
-        while not self._stopping:
-            if await asyncio.to_thread(self.lock.acquire):
-                if standby:
-                    log.info("source lock taken source=%s lock=%s", self.name, self.lock.name)
-                return True
-            if not standby:
-                standby = True
-                self.status.state = State.STARTING
+    def on_reader_retry(self, text: str | None) -> None:
+        """The reader thread lost (None: got back) its server connection."""
+        # Called from the reader thread; only plain attribute writes here.
+        if text is None:
+            if self.status.state == State.FAILED:
+                self.status.state = State.PAUSED if self._paused else State.RUNNING
                 self.status.error = None
-                log.info(
-                    "source standby: another worker runs it source=%s lock=%s",
-                    self.name,
-                    self.lock.name,
-                )
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), LOCK_INTERVAL)
-            except TimeoutError:
-                pass
-        return False
+        else:
+            self.status.fail(State.FAILED, self.redact(text))
 
-    async def _watch_lock(self) -> None:
-        """While running: stop reading as soon as the lock is no longer ours."""
-        while True:
-            await asyncio.sleep(LOCK_INTERVAL)
-            if not await asyncio.to_thread(self.lock.held):
-                self._lock_lost = True
-                log.error("source lock lost, stopping source=%s lock=%s", self.name, self.lock.name)
-                if self.reader is not None:
-                    self.reader.request_stop()
-                return
-
-    def _fail(self, state: State, text: str, what: str) -> None:
-        text = self.redact(text)
-        self.status.fail(state, text)
-        log.error("%s source=%s error=%r", what, self.name, text)
-
-    # ---- one run ------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        info = await asyncio.to_thread(self._preflight)
-        for warning in info.warnings:
-            log.warning("source preflight warning source=%s warning=%r", self.name, warning)
-        self.producer = self._make_producer()
-        self._in_transaction = False
-        await self.producer.start()
-        watcher = asyncio.ensure_future(self._watch_lock())
-        try:
-            self.store = PositionStore(self.settings, self.name, self.server, self.producer)
-            self.status.group_id = self.store.topic
-            await self.store.ensure_topic()
-            if self.config.dead_letter_topic:
-                errors = self.settings.errors
-                await ensure_topics(
-                    self.settings.kafka,
-                    {self.config.dead_letter_topic: errors.dead_letter_partitions},
-                )
-            saved = await self.store.load()
-            plan = plan_start(
-                self.config,
-                info,
-                [p for p in (self.acked, saved) if p is not None],
-                position_topic=self.store.topic,
-                resnapshot=self._resnapshot,
-            )
-            log.info(
-                "source starting source=%s server=%s database=%s start=%s reason=%r",
-                self.name,
-                self.server,
-                self.config.database,
-                plan,
-                plan.reason,
-            )
-            for table, has_key in info.tables.items():
-                await self._ensure_topic(table, has_key, True)
-            await self._stream(plan, info)
-        finally:
-            watcher.cancel()
-            producer, self.producer = self.producer, None
-            try:
-                if producer is not None and self._in_transaction:
-                    # A MySQL transaction not handed over whole: publish none of it.
-                    self._in_transaction = False
-                    await producer.abort_transaction()
-                if producer is not None:
-                    await producer.stop()
-            except Exception as exc:  # pragma: no cover - best effort on the way out
-                log.warning("producer stop failed source=%s error=%r", self.name, exc)
-
-    def _make_producer(self) -> NativeProducer:
-        kafka = self.settings.kafka
-        if not self.exactly_once:
-            return NativeProducer(kafka, name=self.name)
-        # One worker at a time runs the source (the lock): one stable transactional.id
-        # per source lets the next one fence the previous and abort what it left open.
-        overrides = {
-            "transactional.id": f"{kafka.group_prefix}-source-{self.name}",
-            "enable.idempotence": True,
-            "transaction.timeout.ms": min(max(60_000, kafka.max_poll_interval_ms), 900_000),
-        }
-        return NativeProducer(kafka, name=self.name, **overrides)
-
-    def _preflight(self) -> ServerInfo:
+    def preflight(self) -> ServerInfo:
+        """Check the server and the account (blocking)."""
         connection = connect(self.config)
         try:
             return run_preflight(connection, self.config)
         finally:
             connection.close()
 
-    async def _ensure_topic(
-        self, table: str, has_key: bool, create: bool
-    ) -> tuple[str, int] | None:
+    async def ensure_topic(self, table: str, has_key: bool, create: bool) -> tuple[str, int] | None:
         """The topic of a table and its partition count, created if missing (and allowed)."""
         topic = topic_for(self.config.topic_prefix, table)
         if topic in self.topics:
@@ -351,257 +352,7 @@ class MySQLBinlogSource(Service):
         self.topics[topic] = existing[topic]
         return topic, existing[topic]
 
-    async def _stream(self, plan: StartPlan, info: ServerInfo) -> None:
-        loop = asyncio.get_running_loop()
-        handoff = Handoff(loop, self.config.max_pending_bytes)
-        reader = BinlogReader(
-            self.config,
-            loop=loop,
-            handoff=handoff,
-            ensure_topic=self._ensure_topic,
-            resume=plan.resume,
-            gtid=plan.gtid,
-            snapshot=plan.snapshot,
-            is_mariadb=info.is_mariadb,
-            row_metadata_full=info.row_metadata_full,
-            policy=self.policy,
-            max_request_size=self.settings.kafka.max_request_size,
-            on_retry=self._on_reader_retry,
-        )
-        if self._paused:
-            reader.pause()
-        if self._stopping or self._lock_lost:
-            return
-        self.reader, self.handoff = reader, handoff
-        self.status.partitions["binlog"] = self.progress.progress
-        self.status.state = State.PAUSED if self._paused else State.RUNNING
-        self.status.error = None
-        reader.start()
-        try:
-            await self._pump(handoff)
-        except BaseException:
-            reader.abort()
-            handoff.discard()
-            await self._join(reader)
-            raise
-        await self._join(reader)
-        if reader.error is not None:
-            raise reader.error
-
-    async def _join(self, reader: BinlogReader) -> None:
-        if reader.thread is not None:
-            await asyncio.to_thread(reader.thread.join, STOP_TIMEOUT)
-        if reader.alive:
-            log.warning("binlog thread did not end source=%s", self.name)
-
-    def _on_reader_retry(self, text: str | None) -> None:
-        # Called from the reader thread; only plain attribute writes here.
-        if text is None:
-            if self.status.state == State.FAILED:
-                self.status.state = State.PAUSED if self._paused else State.RUNNING
-                self.status.error = None
-        else:
-            self.status.fail(State.FAILED, self.redact(text))
-
-    # ---- submitting batches -------------------------------------------------------------
-
-    async def _pump(self, handoff: Handoff) -> None:
-        dead_letters = DeadLetterWriter(self.producer, self.status.dead_letter_topic, self.redact)
-        halt: str | None = None
-        idle = max(self.config.position_interval_ms / 1000, 0.2)
-        while True:
-            try:
-                items = await asyncio.wait_for(handoff.get(), idle)
-            except TimeoutError:
-                # Nothing new: save the last acknowledged position if it is not saved yet.
-                await self._save(force=False)
-                continue
-            if items is None:
-                break
-            if halt is not None:
-                # Halted: publish nothing after the change that stopped the source.
-                handoff.release(sum(item.nbytes for item in items))
-                continue
-            started = time.perf_counter()
-            halt = await self._submit(items, dead_letters)
-            if halt is not None and self.reader is not None:
-                self.reader.request_stop()
-            self.status.batches += 1
-            self.status.last_batch_ms = (time.perf_counter() - started) * 1000
-        await self._save(force=True)
-        if halt is not None:
-            raise SourceHalted(halt)
-
-    async def _submit(self, items: list[Handover], dead_letters: DeadLetterWriter) -> str | None:
-        """Queue every message of ``items`` on the producer, wait once, then save the mark."""
-        if self.exactly_once:
-            return await self._submit_transaction(items, dead_letters)
-        producer = self.producer
-        assert producer is not None
-        letters, records, nbytes, rows, mark, halt = await self._queue(items, dead_letters)
-        # One wait for every acknowledgement before the position moves; a stop while
-        # the broker is away gives up (the position stays at the last acknowledged end).
-        await producer.wait_all(stopping=lambda: self._stopping)
-        failed = 0
-        for error, message in producer.take_failures():
-            if not is_record_error(error):
-                raise RetriableError(
-                    f"produce to {message.topic()!r} failed: {error.str()}"
-                ) from produce_error(error, record_error=False)
-            failed += 1
-            failure = produce_error(error, record_error=True)
-            if self.policy == "stop":
-                # Keep the position before this change: a restart publishes it again.
-                mark = None
-                halt = halt or (
-                    f"cannot publish a change to topic {message.topic()!r}: "
-                    f"{type(failure).__name__}: {failure}"
-                )
-                continue
-            letters.append(await self._dead_letter(dead_letters, _failed_row(message, failure)))
-        for letter in letters:
-            await letter
-        if self.handoff is not None:
-            self.handoff.release(nbytes)
-        self.status.consumed += rows
-        self.status.produced += records - failed
-        self.status.dead_lettered += len(letters)
-        if mark is not None:
-            self.acked = mark
-            if mark.snapshot == "done":
-                self._resnapshot = False
-                await self._save(force=True)
-            await self._save(force=False)
-        return halt
-
-    async def _queue(
-        self, items: list[Handover], dead_letters: DeadLetterWriter
-    ) -> tuple[list[Any], int, int, int, BinlogPosition | None, str | None]:
-        """Queue the messages and dead rows of ``items``: (letters, records, bytes, rows,
-        last transaction end, halt reason)."""
-        producer = self.producer
-        assert producer is not None
-        produce = producer.client.produce
-        producer.take_failures()
-        letters = []
-        records = nbytes = rows = 0
-        mark: BinlogPosition | None = None
-        halt: str | None = None
-        for item in items:
-            for topic, partition, messages in item.batches:
-                for key, value, headers in messages:
-                    while True:
-                        try:
-                            produce(topic, value, key, partition=partition, headers=headers)  # type: ignore[arg-type]
-                            break
-                        except BufferError:
-                            # The client's queue is full: let it send, then go on.
-                            await producer.serve(0.1)
-                        except KafkaException as exc:
-                            raise RetriableError(
-                                f"produce to {topic!r} failed: {exc.args[0] if exc.args else exc}"
-                            ) from None
-                records += len(messages)
-            for dead in item.dead:
-                letters.append(await self._dead_letter(dead_letters, dead))
-            nbytes += item.nbytes
-            rows += item.rows
-            mark = item.mark or mark
-            halt = item.halt or halt
-        return letters, records, nbytes, rows, mark, halt
-
-    async def _submit_transaction(
-        self, items: list[Handover], dead_letters: DeadLetterWriter
-    ) -> str | None:
-        """Exactly-once: produce into the open Kafka transaction; commit it with the
-        position when the handovers end at a MySQL transaction end.
-
-        A MySQL transaction split over several handovers stays in one Kafka
-        transaction. Any failure aborts it (nothing of it is visible) and the run
-        restarts from the last committed position. A change the broker refuses
-        cannot be dead-lettered here (the refusal dooms the whole transaction): the
-        source stops before it, nothing lost.
-        """
-        producer = self.producer
-        assert producer is not None and self.store is not None
-        if not self._in_transaction:
-            producer.begin_transaction()
-            self._in_transaction = True
-        letters, records, nbytes, rows, _mark, halt = await self._queue(items, dead_letters)
-        await producer.wait_all(stopping=lambda: self._stopping)
-        refused: str | None = None
-        for error, message in producer.take_failures():
-            failure = produce_error(error, record_error=is_record_error(error))
-            if not failure.record_error:
-                raise RetriableError(f"produce to {message.topic()!r} failed: {error.str()}")
-            refused = refused or (
-                f"cannot publish a change to topic {message.topic()!r}: "
-                f"{type(failure).__name__}: {failure} (exactly_once: the transaction is "
-                "aborted and the source stops before it)"
-            )
-        for letter in letters:
-            await letter
-        if self.handoff is not None:
-            self.handoff.release(nbytes)
-        self.status.consumed += rows
-        self.status.dead_lettered += len(letters)
-        mark = items[-1].mark if items else None
-        if refused is None and mark is not None:
-            # Every change up to this MySQL transaction end, and its position: one commit.
-            await self.store.save(mark)
-            await producer.commit_transaction({}, None)
-            self._in_transaction = False
-            self.acked = mark
-            self._last_save = time.monotonic()
-            self.progress.progress.committed = self.progress.offset(mark)
-            if mark.snapshot == "done":
-                self._resnapshot = False
-            self.status.produced += records
-        elif refused is not None or halt is not None:
-            # Halting: publish nothing of the open transaction (the restart reads on
-            # from the last committed position).
-            self._in_transaction = False
-            await producer.abort_transaction()
-        return refused or halt
-
-    async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadRow) -> Any:
-        record = _DeadRecord(topic=dead.topic, key=dead.key, value=dead.value)
-        return await writer.send(
-            record,
-            pipeline=self.name,
-            stage="source",
-            exc=dead.error,
-            extra={
-                "etl.source.table": dead.table,
-                "etl.source.binlog_position": dead.position,
-                "etl.source.sequence_id": dead.sequence,
-            },
-        )
-
-    async def _save(self, *, force: bool) -> None:
-        if self.exactly_once:
-            return  # saved inside each Kafka transaction
-        store = self.store
-        position = self.acked
-        if store is None or position is None or position == store.saved:
-            return
-        interval = self.config.position_interval_ms / 1000
-        if not force and time.monotonic() - self._last_save < interval:
-            return
-        await store.save(position)
-        self._last_save = time.monotonic()
-        self.progress.progress.committed = self.progress.offset(position)
-
-    # ---- progress ---------------------------------------------------------------------------
-
     async def refresh_progress(self) -> None:
         """Binlog bytes: read, saved (committed) and written by the server (end)."""
         if self.reader is not None:
-            self.progress.update(
-                self.reader.read_position, self.store.saved if self.store else None
-            )
-
-
-def _failed_row(message: Any, error: ProduceError) -> DeadRow:
-    """A change the broker refused, as a dead letter (its value holds table and sequence)."""
-    return DeadRow(message.topic(), "", message.key(), message.value(), "", "", error)
+            self.progress.update(self.reader.read_position, self.saved)

@@ -3,7 +3,7 @@
 How a sink's tests use it::
 
     import pytest
-    from tests.sinks.conformance import ConformanceHarness, SinkConformance
+    from etl.testing.sink_conformance import ConformanceHarness, SinkConformance
 
     class MyHarness(ConformanceHarness):
         sink_class = MySink                     # the Sink subclass
