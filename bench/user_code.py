@@ -28,7 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.worker_throughput import ROOT, Watcher, cpu_seconds, create_topic, fill
+from bench.harness import cpu_seconds, create_topic, fill
+from bench.worker_throughput import ROOT, Watcher
 from etl.embedded import EmbeddedBroker, free_port
 from etl.testing.worker import write_config
 
