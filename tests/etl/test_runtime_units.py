@@ -92,12 +92,8 @@ class FakeProducer:
         pass
 
 
-def exiting_transform(policy: str) -> TransformPipeline:
-    def deal_message(message: dict[str, Any]) -> Any:
-        if message["value"] == "bye":
-            sys.exit(3)
-        return message
-
+def transform_pipeline(deal_message: Any, policy: str = "continue") -> TransformPipeline:
+    """A transform pipeline on the stand-in producer, dead letters to ``dlq``."""
     spec = TransformSpec(
         name="t",
         path=Path("t.py"),
@@ -111,6 +107,15 @@ def exiting_transform(policy: str) -> TransformPipeline:
     pipeline.producer = producer
     pipeline.dead_letters = DeadLetterWriter(producer, "dlq", Redactor())
     return pipeline
+
+
+def exiting_transform(policy: str) -> TransformPipeline:
+    def deal_message(message: dict[str, Any]) -> Any:
+        if message["value"] == "bye":
+            sys.exit(3)
+        return message
+
+    return transform_pipeline(deal_message, policy)
 
 
 async def test_sys_exit_in_a_transform_dead_letters_the_record_under_continue() -> None:
@@ -241,19 +246,7 @@ def suffix_pipeline(policy: str = "continue") -> TransformPipeline:
         message["value"] = message["value"] + "+"
         return message
 
-    spec = TransformSpec(
-        name="t",
-        path=Path("t.py"),
-        source_topic="src",
-        target_topic="out",
-        deal_message=deal_message,
-        on_error=policy,
-    )
-    pipeline = TransformPipeline(spec, settings=ETLSettings())
-    producer = FakeProducer()
-    pipeline.producer = producer
-    pipeline.dead_letters = DeadLetterWriter(producer, "dlq", Redactor())
-    return pipeline
+    return transform_pipeline(deal_message, policy)
 
 
 async def test_a_retried_batch_does_not_repeat_acknowledged_outputs() -> None:
