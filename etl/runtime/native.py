@@ -317,7 +317,7 @@ class NativeConsumer:
         self._poll_thread.shutdown(wait=False)
         self._io_thread.shutdown(wait=False)
 
-    async def _run(self, pool: concurrent.futures.Executor, fn: Any, *args: Any) -> Any:
+    async def _run(self, pool: concurrent.futures.Executor | None, fn: Any, *args: Any) -> Any:
         loop = self._loop or asyncio.get_running_loop()
         return await loop.run_in_executor(pool, fn, *args)
 
@@ -463,7 +463,9 @@ class NativeConsumer:
                 out[tp] = high
             return out
 
-        return await self._run(self._io_thread, read)  # type: ignore[no-any-return]
+        # Not on the commit thread: a status refresh (one broker round trip per
+        # partition, every second) must never make a batch's commit wait.
+        return await self._run(None, read)  # type: ignore[no-any-return]
 
     def highwater(self, tp: TopicPartition) -> int | None:
         """The high watermark seen in the last fetch (no broker round trip)."""
