@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from etl.cli_cluster import offsets_group  # noqa: F401  (adds its commands)
 from etl.cli_common import CONFIG_OPTION, error_line, fail
 from etl.cli_common import settings_or_exit as _settings
 from etl.cli_ops import OPS_COMMANDS

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
 
 MASK = "***"
 # user:password@ in URLs and DSNs, and key=value secrets in connection strings.
@@ -29,3 +32,33 @@ class Redactor:
                 text = text.replace(secret, MASK)
         text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
         return _KV_SECRET.sub(lambda m: f"{m['key']}{MASK}", text)
+
+
+_SECRET_NAMES = re.compile(r"password|passwd|secret|api_key|apikey|token|access_key|dsn", re.I)
+
+
+def redacted_config(config: Any, redact: Redactor) -> Any:
+    """A configuration as JSON-ready data with every secret replaced by ``***``.
+
+    Secrets are the ``SecretStr`` fields, fields whose name says secret (password,
+    token, key, DSN), and any known secret value inside other strings.
+    """
+
+    def walk(value: Any, name: str = "") -> Any:
+        if isinstance(value, SecretStr):
+            return MASK if value.get_secret_value() else None
+        if isinstance(value, BaseModel):
+            return {k: walk(v, k) for k, v in value.__dict__.items()}
+        if isinstance(value, dict):
+            return {str(k): walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [walk(v, name) for v in value]
+        if isinstance(value, str):
+            if value and _SECRET_NAMES.search(name) and not name.endswith(("_file", "_topic")):
+                return MASK
+            return redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return redact(str(value))
+
+    return walk(config)

@@ -28,6 +28,20 @@ def suffix_transform(source: str, target: str, suffix: str, *, delay_s: float = 
     )
 
 
+def post_json(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    """POST a JSON body the way ``etl`` commands do (the worker refuses anything else)."""
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read().decode() or "null")
+
+
 def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
     """An ``etl.yaml`` for tests: the test broker, idempotence off, web off."""
     config: dict[str, Any] = {
