@@ -423,6 +423,8 @@ class PipelineSupervisor(Service):
                 await self._stop_instance(pipeline)
                 pipeline.status.state = State.STOPPED
                 pipeline.status.error = None
+                # Out of the group: it owns no partition any more.
+                pipeline.status.partitions.clear()
             return
         if stopped:
             log.info("pipeline starting on request pipeline=%s", key)
