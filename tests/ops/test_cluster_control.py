@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from etl.cli import main
@@ -213,3 +214,56 @@ def test_stop_releases_the_group_and_status_needs_no_worker(cluster: Cluster) ->
     assert resumed.exit_code == 0, resumed.output
     wait_until(lambda: sum(cluster.outputs().values()) == 165, "165 outputs")
     assert cluster.outputs() == Counter(f"m{i}!" for i in range(165))
+
+
+def test_show_redacts_secrets_and_logs_come_from_every_worker(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    found = Cluster(kafka_bootstrap, f"cs-src-{uid}", f"cs-dst-{uid}", f"cs{uid}")
+    asyncio.run(create_topic(kafka_bootstrap, found.source, 2))
+    secrets = (f"tok-{uid}", f"key-{uid}", f"pw-{uid}")
+    sink = {
+        "name": "hook",
+        "type": "http",
+        "topics": [found.target],
+        "url": f"http://user:{secrets[2]}@127.0.0.1:9/in",
+        "auth_token": secrets[0],
+        "headers": {"X-Api-Key": secrets[1]},
+    }
+    for name in ("a", "b"):
+        member = make_member(tmp_path, found, name)
+        data = yaml.safe_load(member.config.read_text())
+        data["sinks"] = [sink]
+        member.config.write_text(yaml.safe_dump(data))
+        member.process = WorkerProcess(member.config, name=name).start()
+        found.members.append(member)
+    try:
+        for member in found.members:
+            wait_until(lambda m=member: m.item(scope="local").get("partitions"), "assigned", 90)
+        shown = found.cli("show", "hook", "--url", found.members[1].url)
+        assert shown.exit_code == 0, shown.output
+        details = json.loads(shown.stdout)
+        assert details["kind"] == "sink" and details["group_id"] == f"cs{uid}-sink-hook"
+        assert details["config"]["auth_token"] == "***"
+        assert details["config"]["headers"]["X-Api-Key"] == "***"
+        assert not any(secret in shown.stdout for secret in secrets)
+        transform = json.loads(found.cli("show", "t", "--url", found.members[0].url).stdout)
+        assert transform["config"]["source_topic"] == found.source
+        assert transform["file"].endswith("t.py") and transform["version"]
+
+        # Lines of both workers, from the logs topic (no worker asked).
+        def both() -> bool:
+            result = found.cli("logs", "t", "--bootstrap", kafka_bootstrap, "-n", "50")
+            workers = {
+                line.split("[", 1)[1].split("]", 1)[0] for line in result.stdout.splitlines()
+            }
+            return result.exit_code == 0 and len(workers) == 2
+
+        wait_until(both, "log lines of both workers", 30)
+        lines = found.cli("logs", "hook", "--bootstrap", kafka_bootstrap).stdout
+        assert "pipeline started" in lines and not any(s in lines for s in secrets)
+        api = found.members[0].get("/etl/pipelines/t/logs/?lines=5")
+        assert api["pipeline"] == "transform:t" and 0 < len(api["lines"]) <= 5
+    finally:
+        for member in found.members:
+            member.process.stop()
