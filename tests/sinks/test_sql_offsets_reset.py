@@ -59,9 +59,7 @@ def test_replay_from_a_time_into_an_upsert_sink_gives_the_same_rows(
         preview = cli(config, "offsets", "reset", "pg", "--to-time", str(since), "--dry-run")
         assert preview.exit_code == 0 and "dry run: nothing changed" in preview.stdout
 
-        moved = cli(
-            config, "offsets", "reset", "pg", "--to-time", str(since), "--stop", "--json"
-        )
+        moved = cli(config, "offsets", "reset", "pg", "--to-time", str(since), "--stop", "--json")
         assert moved.exit_code == 0, moved.output
         result = json.loads(moved.stdout)
         rows = result["partitions"].values()
