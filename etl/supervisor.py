@@ -294,6 +294,22 @@ class PipelineSupervisor(Service):
         pipeline = self.pipelines.pop(key, None)
         if pipeline is not None:
             await self._stop_instance(pipeline)
+        await self._forget_details(key)
+
+    async def _forget_details(self, key: str) -> None:
+        """Drop ``pipeline/<key>`` from the control topic unless another worker runs it."""
+        table = self.control.table
+        others = [
+            wid
+            for wid, worker in table.live_workers().items()
+            if wid != self.worker_id and key in (worker.get("pipelines") or {})
+        ]
+        if others or key not in table.details:
+            return
+        try:
+            await self.control.forget_details(key)
+        except Exception as exc:
+            log.warning("pipeline details not removed pipeline=%s error=%r", key, str(exc))
 
     async def _stop_instance(self, pipeline: Pipeline) -> None:
         if pipeline.status.state != State.STOPPED or cast(Service, pipeline)._started.is_set():

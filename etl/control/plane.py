@@ -171,6 +171,13 @@ class ControlPlane:
             return
         await self.log.put(PIPELINE + key, details, seen=False)
 
+    async def forget_details(self, key: str) -> None:
+        """Delete a pipeline's details (it runs nowhere any more)."""
+        if self.log is None:
+            self.table.details.pop(key, None)
+            return
+        await self.log.put(PIPELINE + key, None, seen=False)
+
     # ---- heartbeat -------------------------------------------------------------------
 
     async def _beat_forever(self) -> None:
