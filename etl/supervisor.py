@@ -634,9 +634,9 @@ class PipelineSupervisor(Service):
                 log.debug("status publish failed error=%r", exc)
             await self.sleep(STATUS_INTERVAL)
 
-    async def publish_status(self) -> None:
-        """Refresh lag and write ``status.json`` atomically."""
-        for pipeline in list(self.pipelines.values()):
+    async def publish_status(self, *, refresh: bool = True) -> None:
+        """Refresh lag (unless ``refresh`` is off) and write ``status.json`` atomically."""
+        for pipeline in list(self.pipelines.values()) if refresh else []:
             await pipeline.refresh_progress()
         # File I/O off the event loop (a slow disk must not stall the pipelines).
         async with self._status_lock:
@@ -651,7 +651,8 @@ class PipelineSupervisor(Service):
 
     async def on_stop(self) -> None:
         try:
-            await self.publish_status()
+            # No broker round trips on the way out (a rebalance may hold them up).
+            await self.publish_status(refresh=False)
         except Exception:
             pass
         logging.getLogger().removeHandler(self.logs)
