@@ -52,6 +52,20 @@ async def _with_control(settings: ETLSettings, name: str, work: Any) -> Any:
         await plane.stop()
 
 
+def _run_or_fail(settings: ETLSettings, name: str, work: Any, as_json: bool) -> Any:
+    """Run ``work`` against the control table; a refusal is one line; --json prints it all."""
+    from etl.ops.reset import ResetRefused
+
+    try:
+        result = _run(lambda: _with_control(settings, name, work), settings)
+    except ResetRefused as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        raise SystemExit(0)
+    return result
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -74,20 +88,14 @@ OPS_COMMANDS.append(offsets_group)
 @click.argument("name")
 def offsets_show(config: str | None, bootstrap: str | None, as_json: bool, name: str) -> None:
     """Committed offset, log start, end and lag of every partition of pipeline NAME."""
-    from etl.ops.reset import ResetRefused, show_offsets
+    from etl.ops.reset import show_offsets
 
     settings = with_bootstrap(_settings(config), bootstrap)
 
     async def work(plane: Any, key: str) -> Any:
         return await show_offsets(settings, plane, key)
 
-    try:
-        result = _run(lambda: _with_control(settings, name, work), settings)
-    except ResetRefused as exc:
-        fail(str(exc))
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
+    result = _run_or_fail(settings, name, work, as_json)
     table = Table(title=f"{result['pipeline']} (group {result['group_id']})", title_justify="left")
     for header in ("TOPIC/PARTITION", "COMMITTED", "LOG START", "END", "LAG"):
         table.add_column(header, justify="left" if header == "TOPIC/PARTITION" else "right")
@@ -172,12 +180,7 @@ def offsets_reset(
                 settings, plane, key, to_position, dry_run=dry_run, stop=stop_first
             )
 
-        try:
-            moved = _run(lambda: _with_control(settings, name, move), settings)
-        except ResetRefused as exc:
-            fail(str(exc))
-        click.echo(json.dumps(moved, indent=2, default=str))
-        return
+        _run_or_fail(settings, name, move, as_json=True)
 
     async def work(plane: Any, key: str) -> Any:
         if earliest or latest:
@@ -194,13 +197,7 @@ def offsets_reset(
             )
         return await reset_offsets(settings, plane, key, target, dry_run=dry_run, stop=stop_first)
 
-    try:
-        result = _run(lambda: _with_control(settings, name, work), settings)
-    except ResetRefused as exc:
-        fail(str(exc))
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
+    result = _run_or_fail(settings, name, work, as_json)
     title = f"{result['pipeline']} -> {result['target']}" + (" (dry run)" if dry_run else "")
     table = Table(title=title, title_justify="left")
     for header in ("TOPIC/PARTITION", "BEFORE", "AFTER", "LOG START", "END", "LAG AFTER"):

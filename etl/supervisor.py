@@ -490,6 +490,14 @@ class PipelineSupervisor(Service):
         else:
             pipeline.resume()
             log.info("pipeline resumed pipeline=%s", key)
+        # The request is answered once the consumer itself has stopped (or resumed)
+        # fetching, not only the pipeline's flag.
+        settled = getattr(getattr(pipeline, "consumer", None), "settled", None)
+        if settled is not None:
+            try:
+                await asyncio.wait_for(settled(), 10)
+            except Exception as exc:
+                log.warning("consumer pause/resume not confirmed pipeline=%s error=%r", key, exc)
 
     async def _apply_restart(self, key: str, request: dict[str, Any]) -> None:
         pipeline = self.pipelines.get(key)

@@ -521,6 +521,12 @@ class NativeConsumer:
         self._paused -= set(tps)
         self._io_thread.submit(_quietly, consumer.resume, [_native(tp) for tp in tps])
 
+    async def settled(self) -> None:
+        """Return once every pause and resume asked so far reached librdkafka."""
+        if self._consumer is None:
+            return
+        await self._run(self._io_thread, lambda: None)
+
     def pause_all(self, paused: bool) -> None:
         """Keep every partition (also ones assigned later) paused or not."""
         self._pause_all = paused

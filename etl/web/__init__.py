@@ -127,47 +127,53 @@ def register_views(app: Any) -> None:
                 }
             )
 
+    async def answer(view: web.View, work: Any) -> web.Response:
+        """``work(sup)``'s JSON; 503 while starting, 404 for an unknown pipeline."""
+        sup = supervisor()
+        if sup is None:
+            return view.error(503, "the worker is starting")
+        try:
+            return view.json(await work(sup))
+        except KeyError as exc:
+            return view.error(404, exc.args[0])
+        except ValueError as exc:
+            return view.error(400, str(exc))
+
     @app.page("/etl/pipelines/{name}/config/", name="etl_pipeline_config")
     class PipelineConfig(web.View):
         async def get(self, request: web.Request, name: str) -> web.Response:
-            sup = supervisor()
-            if sup is None:
-                return self.error(503, "the worker is starting")
-            try:
-                return self.json(sup.details(name))
-            except KeyError as exc:
-                return self.error(404, exc.args[0])
+            async def work(sup: Any) -> Any:
+                return sup.details(name)
+
+            return await answer(self, work)
 
     @app.page("/etl/pipelines/{name}/logs/", name="etl_pipeline_logs")
     class PipelineLogsView(web.View):
         async def get(self, request: web.Request, name: str) -> web.Response:
-            sup = supervisor()
-            if sup is None:
-                return self.error(503, "the worker is starting")
-            try:
+            async def work(sup: Any) -> Any:
                 key = sup.resolve(name)
-                lines = int(request.query.get("lines", 100))
-            except KeyError as exc:
-                return self.error(404, exc.args[0])
-            except ValueError:
-                return self.error(400, "lines: expected a number")
-            return self.json(
-                {"pipeline": key, "worker": sup.worker_id, "lines": sup.logs.recent(key, lines)}
-            )
+                try:
+                    lines = int(request.query.get("lines", 100))
+                except ValueError:
+                    raise ValueError("lines: expected a number") from None
+                return {
+                    "pipeline": key,
+                    "worker": sup.worker_id,
+                    "lines": sup.logs.recent(key, lines),
+                }
+
+            return await answer(self, work)
 
     @app.page("/etl/pipelines/{name}/offsets/", name="etl_pipeline_offsets")
     class PipelineOffsets(web.View):
         async def get(self, request: web.Request, name: str) -> web.Response:
             from etl.ops.reset import ResetRefused, show_offsets
 
-            sup = supervisor()
-            if sup is None:
-                return self.error(503, "the worker is starting")
+            async def work(sup: Any) -> Any:
+                return await show_offsets(sup.settings, sup.control, sup.resolve(name))
+
             try:
-                key = sup.resolve(name)
-                return self.json(await show_offsets(sup.settings, sup.control, key))
-            except KeyError as exc:
-                return self.error(404, exc.args[0])
+                return await answer(self, work)
             except ResetRefused as exc:
                 return self.error(409, str(exc))
 

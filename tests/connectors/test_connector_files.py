@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from etl.testing import waits
 from etl.testing.kafka import create_topic, produce
 from etl.testing.worker import WorkerProcess, write_config
 
@@ -34,16 +34,21 @@ def lines_under(root: Path) -> Counter[tuple[str, int, int]]:
     return seen
 
 
+def archive(topic: str, store: Path, **extra: Any) -> dict[str, Any]:
+    """An object-store sink of ``topic`` into the directory ``store``, flushing fast."""
+    return {
+        "type": "object_store",
+        "kind": "sink",
+        "topics": [topic],
+        "url": f"file://{store}",
+        "start_offset": "earliest",
+        "batch_window_minutes": 0.01,
+        **extra,
+    }
+
+
 def wait_until(predicate: Any, worker: WorkerProcess, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker.process is not None and worker.process.poll() is not None:
-            raise AssertionError(f"worker exited:\n{worker.log()[-4000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{worker.log()[-4000:]}")
+    return waits.wait_until(predicate, what, timeout, worker=worker)
 
 
 def test_files_start_reconfigure_restart_report_and_stop(
@@ -55,15 +60,7 @@ def test_files_start_reconfigure_restart_report_and_stop(
     config = write_config(tmp_path, kafka_bootstrap, connectors_dir=str(tmp_path / "connectors"))
     connectors = tmp_path / "connectors"
     connectors.mkdir()
-    sink = {
-        "type": "object_store",
-        "kind": "sink",
-        "topics": [topic],
-        "url": f"file://{store}",
-        "start_offset": "earliest",
-        "batch_window_minutes": 0.01,
-        "batch_size": 1000,
-    }
+    sink = archive(topic, store, batch_size=1000)
     path = connectors / "arch.yaml"
     with WorkerProcess(config) as worker:
         asyncio.run(produce(kafka_bootstrap, topic, [(f"k{i}", f"v{i}") for i in range(100)]))

@@ -25,8 +25,9 @@ from click.testing import CliRunner
 from etl.cli import main
 from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce
+from etl.testing.waits import wait_until
 from etl.testing.worker import WorkerProcess, write_config
-from tests.connectors.test_connector_files import lines_under
+from tests.connectors.test_connector_files import archive, lines_under
 
 pytestmark = pytest.mark.kafka
 
@@ -44,20 +45,6 @@ def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         return exc.code, json.loads(raw) if raw else None
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except OSError:
-            last = None
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last {last!r}")
 
 
 class Node:
@@ -106,18 +93,6 @@ def nodes(tmp_path: Path, kafka_bootstrap: str, uid: str) -> Iterator[tuple[Node
     finally:
         for node in pair:
             node.process.stop()
-
-
-def archive(topic: str, store: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "object_store",
-        "kind": "sink",
-        "topics": [topic],
-        "url": f"file://{store}",
-        "start_offset": "earliest",
-        "batch_window_minutes": 0.01,
-        **extra,
-    }
 
 
 def test_create_edit_delete_converge_and_survive_restarts(
@@ -275,4 +250,4 @@ def test_cli_lists_shows_and_validates(
     assert json.loads(shown.output)["topics"] == [topic]
     deleted = cli("delete", "viacli", "--yes")
     assert deleted.exit_code == 0, deleted.output
-    assert "viacli" not in cli("list").output
+    wait_until(lambda: "viacli" not in cli("list").output, "viacli gone from the list", 30)

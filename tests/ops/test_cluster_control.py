@@ -25,25 +25,12 @@ from click.testing import CliRunner
 from etl.cli import main
 from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all
+from etl.testing.waits import wait_until
 from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 6
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except OSError:
-            last = None
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @dataclass
