@@ -52,14 +52,12 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def check_change(
-    web: WebSettings, method: str, headers: Mapping[str, str], scheme: str = "http"
-) -> Refusal | None:
-    """None when a request that changes something may go on; else why not."""
-    if method.upper() in ("GET", "HEAD", "OPTIONS"):
-        return None
-    if web.read_only:
-        return Refusal(403, "this worker's API is read-only (web.read_only: true)")
+def check_same_site(headers: Mapping[str, str], scheme: str = "http") -> Refusal | None:
+    """None when a request is not cross-site and declares a JSON body; else why not.
+
+    Every change passes this (inside :func:`check_change`); so do the POSTs that only
+    read (a message search), which need neither a token nor a writable API.
+    """
     host = headers.get("Host", "")
     origin = headers.get("Origin")
     if origin is not None and origin.rstrip("/").lower() != f"{scheme}://{host}".lower():
@@ -71,6 +69,21 @@ def check_change(
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         return Refusal(415, "send the request with Content-Type: application/json")
+    return None
+
+
+def check_change(
+    web: WebSettings, method: str, headers: Mapping[str, str], scheme: str = "http"
+) -> Refusal | None:
+    """None when a request that changes something may go on; else why not."""
+    if method.upper() in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if web.read_only:
+        return Refusal(403, "this worker's API is read-only (web.read_only: true)")
+    cross_site = check_same_site(headers, scheme)
+    if cross_site is not None:
+        return cross_site
+    host = headers.get("Host", "")
     bound_loopback = is_loopback(web.host)
     if bound_loopback and not is_loopback(_host_name(host)):
         return Refusal(403, f"refused: Host {host!r} is not a loopback name of this server")
