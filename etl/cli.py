@@ -16,6 +16,7 @@ import click
 from etl.cli_cluster import offsets_group  # noqa: F401  (adds its commands)
 from etl.cli_common import CONFIG_OPTION, error_line, fail
 from etl.cli_common import settings_or_exit as _settings
+from etl.cli_connectors import connectors_group  # noqa: F401  (adds its commands)
 from etl.cli_ops import OPS_COMMANDS
 from etl.cli_templates import templates_group
 from etl.config import ETLSettings

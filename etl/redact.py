@@ -26,6 +26,12 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these too from now on (secrets of a connector created at runtime)."""
+        self.secrets = sorted(
+            {*self.secrets, *(s for s in secrets if s and len(s) >= 3)}, key=len, reverse=True
+        )
+
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:

@@ -5,9 +5,11 @@ every request that changes something (POST, PUT, DELETE) must pass all of:
 
 * ``web.read_only`` is off;
 * it is not cross-site: a browser's ``Origin`` (or ``Sec-Fetch-Site``) must be
-  this server itself, and the body must be declared ``application/json`` - a
+  this server itself, and a body must be declared ``application/json`` - a
   plain HTML form cannot send that, and a script on another site cannot either
-  without a CORS pre-flight, which this server never grants;
+  without a CORS pre-flight, which this server never grants (a request without
+  a body, ``curl -X PUT .../pause``, needs no content type: browsers always send
+  ``Origin`` with one, which is checked);
 * on a loopback server, the ``Host`` is a loopback name (a web page that
   rebinds its own DNS name to 127.0.0.1 is refused);
 * the ``Authorization: Bearer <web.token>`` header matches, when a token is set;
@@ -52,8 +54,10 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def check_same_site(headers: Mapping[str, str], scheme: str = "http") -> Refusal | None:
-    """None when a request is not cross-site and declares a JSON body; else why not.
+def check_same_site(
+    headers: Mapping[str, str], scheme: str = "http", *, has_body: bool = True
+) -> Refusal | None:
+    """None when a request is not cross-site and declares its JSON body; else why not.
 
     Every change passes this (inside :func:`check_change`); so do the POSTs that only
     read (a message search), which need neither a token nor a writable API.
@@ -67,20 +71,25 @@ def check_same_site(headers: Mapping[str, str], scheme: str = "http") -> Refusal
     if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return Refusal(403, "cross-site request refused (Sec-Fetch-Site)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
+    if content_type != "application/json" and (has_body or content_type):
         return Refusal(415, "send the request with Content-Type: application/json")
     return None
 
 
 def check_change(
-    web: WebSettings, method: str, headers: Mapping[str, str], scheme: str = "http"
+    web: WebSettings,
+    method: str,
+    headers: Mapping[str, str],
+    scheme: str = "http",
+    *,
+    has_body: bool = True,
 ) -> Refusal | None:
     """None when a request that changes something may go on; else why not."""
     if method.upper() in ("GET", "HEAD", "OPTIONS"):
         return None
     if web.read_only:
         return Refusal(403, "this worker's API is read-only (web.read_only: true)")
-    cross_site = check_same_site(headers, scheme)
+    cross_site = check_same_site(headers, scheme, has_body=has_body)
     if cross_site is not None:
         return cross_site
     host = headers.get("Host", "")
