@@ -23,8 +23,9 @@ cluster routes of :mod:`etl.web`, the connectors API, and these:
 * ``GET /etl/transforms/files/``, ``GET``/``PUT``/``DELETE /etl/transforms/files/FILE``
   - the transform files of ``transforms_dir`` (:mod:`etl.web.console_transforms`)
 * ``POST /etl/transforms/test/`` - run a transform on one sample message
-* ``GET /etl/connector-types/`` - every sink and source type with its config model's
-  JSON schema (the connector forms)
+
+The connector forms come from the connectors API itself (``GET /connector-plugins``,
+``GET /connector-plugins/TYPE/config``: the config model's JSON schema).
 
 Requests that change something (send, save, delete, test: a test runs code) pass
 :func:`etl.web.guard.check_change`; the POSTs that only read (search, render)
@@ -502,13 +503,6 @@ def register_console(app: Any) -> None:
 
             return await answer(self, run)
 
-    # ---- connector types ----------------------------------------------------------------------
-
-    @app.page("/etl/connector-types/", name="etl_connector_types")
-    class ConnectorTypes(web.View):
-        async def get(self, request: web.Request) -> web.Response:
-            return self.json({"types": connector_types()})
-
 
 async def list_topics(kafka: Any) -> list[dict[str, Any]]:
     """Every topic but the broker's internal ones, with its partition count."""
@@ -581,24 +575,3 @@ async def send_message(kafka: Any, data: dict[str, Any]) -> dict[str, Any]:
         "offset": meta.offset,
         "timestamp": meta.timestamp,
     }
-
-
-def connector_types() -> list[dict[str, Any]]:
-    """Every sink and source type: its config model's JSON schema and the shared fields."""
-    from etl.config import SinkConfigBase, SourceConfigBase
-    from etl.plugins import get_plugin, known_types, plugin_config_model
-
-    out: list[dict[str, Any]] = []
-    for kind, base in (("sink", SinkConfigBase), ("source", SourceConfigBase)):
-        for type_name in known_types(kind):  # type: ignore[arg-type]
-            plugin = get_plugin(kind, type_name)  # type: ignore[arg-type]
-            entry: dict[str, Any] = {"kind": kind, "type": type_name, "extra": plugin.extra}
-            try:
-                model = plugin_config_model(kind, type_name)  # type: ignore[arg-type]
-                entry["schema"] = model.model_json_schema()
-                entry["description"] = (model.__doc__ or "").strip().split("\n\n")[0]
-                entry["common"] = [name for name in base.model_fields if name != "type"]
-            except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-            out.append(entry)
-    return out

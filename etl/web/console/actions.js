@@ -123,23 +123,6 @@ export function resetOffsets(key, running) {
   });
 }
 
-function listOf(answer) {
-  // The connectors API lists what a purge removes; show every string it names.
-  const items = [];
-  const walk = (value, label) => {
-    if (value === null || value === undefined) return;
-    if (Array.isArray(value)) { value.forEach(v => walk(v, label)); return; }
-    if (typeof value === "object") {
-      for (const [k, v] of Object.entries(value)) walk(v, label ? `${label} ${k}` : k);
-      return;
-    }
-    if (typeof value === "boolean") return;
-    items.push(label ? `${label}: ${value}` : String(value));
-  };
-  walk(answer, "");
-  return items;
-}
-
 /** Delete a transform's file, or a connector (with the purge list); true when deleted. */
 export async function deletePipeline(item, details, info) {
   if (item.kind === "transform") {
@@ -164,23 +147,26 @@ export async function deletePipeline(item, details, info) {
   try {
     plan = await del(`/connectors/${enc(name)}?purge=true&dry_run=true`);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) {
-      showError(`${item.key} is not a connector of the connectors API (${err.message}): ` +
-        "if it is in etl.yaml, remove it there and restart the workers.");
+    if (err instanceof ApiError && (err.status === 404 || err.status === 409)) {
+      showError(`${item.key} cannot be deleted here: ${err.message}.`);
       return false;
     }
     throw err;
   }
-  const purge = el("input", {type: "checkbox", id: "purge-box", checked: true});
-  const items = listOf(plan);
+  const items = plan.purge || [];
+  const purge = el("input", {type: "checkbox", id: "purge-box", checked: items.length > 0});
   const ok = await confirmAction(`Delete connector ${name}?`, el("div", {},
-    el("p", {}, "The connector stops on every worker and is removed."),
+    el("p", {}, "The connector stops on every worker and is removed from the cluster."),
     el("div", {class: "check"}, purge, el("label", {for: "purge-box"}, "Also purge what belongs to it:")),
-    el("ul", {class: "purge-list"}, items.length ? items.map(p => el("li", {}, p)) : el("li", {}, "nothing else"))),
+    el("ul", {class: "purge-list"}, items.length
+      ? items.map(p => el("li", {}, `${p.kind} ${p.name}`, el("span", {class: "hint"}, ` (${p.why})`)))
+      : el("li", {}, "nothing else belongs to it"))),
   "Delete", true);
   if (!ok) return false;
-  await del(`/connectors/${enc(name)}${purge.checked ? "?purge=true" : ""}`);
-  notify(`Deleted connector ${name}${purge.checked && items.length ? ` and purged ${items.length} item(s)` : ""}.`);
+  const done = await del(`/connectors/${enc(name)}${purge.checked ? "?purge=true" : ""}`);
+  const purged = (done && done.purged) || [];
+  notify(`Deleted connector ${name}` +
+    (purged.length ? `; purged ${purged.map(p => `${p.kind} ${p.name}`).join(", ")}.` : "."));
   return true;
 }
 

@@ -7,6 +7,18 @@ import {heading, notify, showError} from "./ui.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const SECRET_MASK = "***";
+// Options every sink takes for batching, retries and rejected records: under "More options".
+const ADVANCED = ["batch_size", "batch_bytes", "linger_ms", "max_retries", "retry_backoff_ms",
+  "retry_backoff_max_ms", "dead_letter_topic", "skip_error", "runtime_error_topic"];
+
+/** Every type of the connectors API with its config model's JSON schema. */
+async function pluginTypes() {
+  const plugins = await get("/connector-plugins");
+  return Promise.all(plugins.map(async p => {
+    const answer = await get(`/connector-plugins/${enc(p.class)}/config?kind=${enc(p.type)}`);
+    return {kind: p.type, type: p.class, schema: answer.schema};
+  }));
+}
 
 export function renderNew(main, _arg, ctx) {
   return connectorPage(main, ctx, null);
@@ -45,7 +57,7 @@ async function connectorPage(main, ctx, existing) {
     main.append(el("p", {class: "notice-box"}, "This worker is read-only: connectors cannot be created or changed here."));
     return null;
   }
-  const types = (await get("/etl/connector-types/")).types.filter(t => t.schema);
+  const types = (await pluginTypes()).filter(t => t.schema);
   const current = existing ? existing.config : {};
   const typeSelect = el("select", {id: "c-type", disabled: editing},
     types.map(t => el("option", {value: `${t.kind}:${t.type}`}, `${t.kind}: ${t.type}`)));
@@ -65,12 +77,11 @@ async function connectorPage(main, ctx, existing) {
   function mount() {
     const [kind, type] = typeSelect.value.split(":");
     chosen = types.find(t => t.kind === kind && t.type === type);
-    const extra = chosen.extra ? ` Needs the extra faust-etl[${chosen.extra}] on every worker.` : "";
-    typeHelp.textContent = (chosen.description || "") + extra;
+    typeHelp.textContent = String(chosen.schema.description || "").split("\n\n")[0].replace(/``/g, "");
     const values = {};
     for (const [k, v] of Object.entries(editing ? current : {})) if (v !== SECRET_MASK) values[k] = v;
     form = schemaForm(chosen.schema, {
-      values, skip: ["name", "type", "kind"], advanced: chosen.common || [], idPrefix: "cfg", secretsKept: editing,
+      values, skip: ["name", "type", "kind"], advanced: ADVANCED, idPrefix: "cfg", secretsKept: editing,
     });
     fill(formBox, form.node);
   }
