@@ -1,4 +1,4 @@
-"""Connectors in the console: a form from the type's config model, validate, create, edit, delete."""
+"""Connectors in the console: a form from the config model; validate, create, edit, delete."""
 
 from __future__ import annotations
 
