@@ -25,6 +25,7 @@ import asyncio
 import json
 import re
 import tempfile
+import threading
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -199,8 +200,36 @@ def _load_error(exc: TransformLoadError, file_name: str) -> ConsoleRequestError:
 
 
 async def _in_thread(fn: Any, *args: Any, timeout: float, what: str) -> Any:
+    """``fn(*args)`` on a daemon thread of its own, waited for at most ``timeout``.
+
+    Not the loop's default executor: a module stuck at import (a loop at its top)
+    would hold that executor, and the worker's exit, forever; a daemon thread is
+    left behind instead, as ``call_once`` leaves a stuck call.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def target() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=target, name="etl-console-load", daemon=True).start()
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+        return await asyncio.wait_for(done, timeout)
     except TimeoutError:
         raise ConsoleRequestError(
             400, f"{what} did not finish within {timeout:g}s (a loop at the top of the file?)"

@@ -41,7 +41,7 @@ function showMode(info) {
   document.body.classList.toggle("read-only", !canChange());
 }
 
-async function route() {
+async function route(initial = false) {
   if (ctx.cleanup) { try { ctx.cleanup(); } catch { /* a page's timers only */ } }
   ctx.cleanup = null;
   clearError();
@@ -61,8 +61,11 @@ async function route() {
     } catch (err) {
       showError(err);
     }
+    document.body.dataset.loaded = "true";
     const h1 = main.querySelector("h1");
-    if (h1 && document.activeElement === document.body) h1.focus({preventScroll: true});
+    // After a route change the new page's heading takes the focus (and is announced);
+    // the first page of a visit leaves it at the start (the skip link comes first).
+    if (h1 && !initial && document.activeElement === document.body) h1.focus({preventScroll: true});
     return;
   }
   main.append(el("h1", {tabindex: "-1"}, "Not found"),
@@ -82,7 +85,7 @@ async function start() {
     document.activeElement && document.activeElement.blur();
     route();
   });
-  await route();
+  await route(true);
 }
 
 start();

@@ -21,31 +21,43 @@ function workersText(p) {
   return ids.length ? ids.join(", ") : "none";
 }
 
+// The list's columns: [header, cell class, text of a pipeline] (name, state, actions apart).
+const COLUMNS = [
+  ["Kind", "kind", p => p.kind],
+  ["State", "state", null],
+  ["Lag", "num lag", p => fmt(p.lag)],
+  ["Workers", "workers", workersText],
+  ["In/s", "num wide", p => fmt(p.rate_in, 1)],
+  ["Out/s", "num wide", p => fmt(p.rate_out, 1)],
+  ["Consumed", "num wide", p => fmt(p.consumed)],
+  ["Produced", "num wide", p => fmt(p.produced)],
+  ["Filtered", "num wide", p => fmt(p.filtered)],
+  ["Dead-lettered", "num deadletters", p => fmt(p.dead_lettered)],
+  ["Last error", "error", p => p.error || ""],
+];
+
+const DEAD_LETTER_CELL = COLUMNS.findIndex(c => c[1].includes("deadletters")) + 1;
+
 /** The cells of a row, updated in place so that focus and selection survive a refresh. */
 function updateRow(row, p, ctx, act) {
   const cells = row.cells;
-  const set = (i, text, title) => {
-    if (cells[i].textContent !== text) cells[i].textContent = text;
-    if (title !== undefined) cells[i].title = title;
-  };
   cells[0].querySelector("a").textContent = p.name;
-  set(1, p.kind);
-  const badge = cells[2].querySelector(".badge");
-  if (badge.textContent !== p.state) {
-    badge.textContent = p.state;
-    badge.className = `badge state-${p.state}`;
-  }
-  set(3, workersText(p));
-  set(4, fmt(p.rate_in, 1));
-  set(5, fmt(p.rate_out, 1));
-  set(6, fmt(p.consumed));
-  set(7, fmt(p.produced));
-  set(8, fmt(p.filtered));
-  set(9, fmt(p.dead_lettered), p.dead_letter_topic || "");
-  set(10, fmt(p.lag));
-  set(11, p.error || "");
+  COLUMNS.forEach(([, , text], i) => {
+    const cell = cells[i + 1];
+    if (text === null) {
+      const badge = cell.querySelector(".badge");
+      if (badge.textContent !== p.state) {
+        badge.textContent = p.state;
+        badge.className = `badge state-${p.state}`;
+      }
+      return;
+    }
+    const value = text(p);
+    if (cell.textContent !== value) cell.textContent = value;
+  });
+  cells[DEAD_LETTER_CELL].title = p.dead_letter_topic ? `to ${p.dead_letter_topic}` : "";
   const wanted = ctx.canChange() ? rowActions(p) : [];
-  const cell = cells[12];
+  const cell = cells[COLUMNS.length + 1];
   if (cell.dataset.actions !== wanted.join(",")) {
     const focused = cell.contains(document.activeElement);
     cell.dataset.actions = wanted.join(",");
@@ -58,11 +70,7 @@ function updateRow(row, p, ctx, act) {
 function newRow(p) {
   return el("tr", {"data-pipeline": p.key},
     el("th", {scope: "row", class: "name"}, el("a", {href: `#/pipelines/${enc(p.key)}`}, p.name)),
-    el("td", {class: "kind"}), el("td", {class: "state"}, stateBadge(p.state)),
-    el("td", {class: "workers"}),
-    el("td", {class: "num"}), el("td", {class: "num"}),
-    el("td", {class: "num wide"}), el("td", {class: "num wide"}), el("td", {class: "num wide"}),
-    el("td", {class: "num"}), el("td", {class: "num lag"}), el("td", {class: "error"}),
+    COLUMNS.map(([, cls, text]) => el("td", {class: cls}, text === null ? stateBadge(p.state) : null)),
     el("td", {class: "actions"}));
 }
 
@@ -83,9 +91,8 @@ export async function renderList(main, _arg, ctx) {
       el("table", {id: "pipelines", class: "pipelines"},
         el("caption", {class: "sr-only"}, "Pipelines of the cluster"),
         el("thead", {}, el("tr", {},
-          ["Pipeline", "Kind", "State", "Workers", "In/s", "Out/s"].map(h => el("th", {scope: "col"}, h)),
-          ["Consumed", "Produced", "Filtered"].map(h => el("th", {scope: "col", class: "wide"}, h)),
-          ["Dead-lettered", "Lag", "Last error"].map(h => el("th", {scope: "col"}, h)),
+          el("th", {scope: "col"}, "Pipeline"),
+          COLUMNS.map(([head, cls]) => el("th", {scope: "col", class: cls.includes("wide") ? "wide" : null}, head)),
           el("th", {scope: "col"}, el("span", {class: "sr-only"}, "Actions")))),
         body)),
     empty,

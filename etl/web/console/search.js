@@ -44,6 +44,8 @@ export async function render(main, query, ctx) {
       failed: "Failed",
     }[answer.state];
     status.dataset.state = answer.state;
+    status.dataset.scanned = answer.scanned;
+    status.dataset.toScan = total === null ? "" : total;
     status.textContent = `${what}: scanned ${fmt(answer.scanned)} of ${total === null ? "?" : fmt(total)} messages${pct}, ` +
       `${fmt(answer.found)} found in ${fmt(answer.elapsed_s, 1)} s.` +
       (answer.limit_reached ? ` Stopped at the limit of ${answer.limit}: narrow the search or raise the limit.` : "") +
