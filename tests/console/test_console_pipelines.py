@@ -28,6 +28,12 @@ def page_lag(page: Any) -> int:
     return sum(int(text.replace(",", "")) for text in cells if text.strip() not in ("", "-"))
 
 
+def consumers_paused(w: ConsoleWorker) -> bool:
+    """The worker itself reports every partition paused (the request was applied there)."""
+    partitions = w.pipeline(KEY).get("partitions", {}).values()
+    return bool(partitions) and all(p["state"] == "paused" for p in partitions)
+
+
 def test_list_and_detail_show_state_config_dead_letters_and_logs(
     console: Console, console_worker: ConsoleWorker
 ) -> None:
@@ -104,6 +110,7 @@ def test_actions_ask_the_token_once_and_move_kafka(
         assert page.evaluate("sessionStorage.getItem('etl-token')") == TOKEN
         page.wait_for_selector("#detail-state .state-paused")
         assert w.pipeline(KEY)["desired"] == "paused"
+        wait_until(lambda: consumers_paused(w), "the worker's consumers paused")
 
         w.produce(w.topics["src"], [(f"p{i}", f"paused-{i}") for i in range(6)])
         wait_until(lambda: w.lag(KEY) == 6, "lag 6 while paused (Kafka)")

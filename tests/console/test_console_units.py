@@ -24,6 +24,7 @@ from etl.web.console_transforms import (
     transform_path,
 )
 from etl.web.guard import check_change, check_same_site
+from tests.console.conftest import run_async
 
 CODE = """\
 SOURCE_TOPIC = "a"
@@ -60,27 +61,36 @@ def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
     assert transform_path(inside, "ok_name-1.py") == (inside / "ok_name-1.py").resolve()
 
 
-async def test_save_writes_what_loads_and_returns_the_version_the_worker_reports(
+def test_save_writes_what_loads_and_returns_the_version_the_worker_reports(
     tmp_path: Path,
 ) -> None:
-    saved = await save_file(tmp_path, "shout.py", {"text": CODE, "create": True}, timeout=5)
+    saved = run_async(
+        lambda: save_file(tmp_path, "shout.py", {"text": CODE, "create": True}, timeout=5)
+    )
     path = tmp_path / "shout.py"
     assert path.read_text() == CODE
     assert saved["version"] == load_any(path).version and saved["key"] == "transform:shout"
     leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".")]
     assert not leftovers  # the temporary file was renamed into place
     with pytest.raises(ConsoleRequestError) as exists:
-        await save_file(tmp_path, "shout.py", {"text": CODE, "create": True}, timeout=5)
+        run_async(
+            lambda: save_file(tmp_path, "shout.py", {"text": CODE, "create": True}, timeout=5)
+        )
     assert exists.value.status == 409
     form = {"template": "add_prefix_suffix", "source_topic": "a", "target_topic": "b"}
     with pytest.raises(ConsoleRequestError) as sibling:
-        await save_file(
-            tmp_path, "shout.yaml", {"template": {**form, "params": {"key_prefix": "x"}}}, timeout=5
+        run_async(
+            lambda: save_file(
+                tmp_path,
+                "shout.yaml",
+                {"template": {**form, "params": {"key_prefix": "x"}}},
+                timeout=5,
+            )
         )
     assert sibling.value.status == 409 and "shout.py exists" in sibling.value.message
 
 
-async def test_a_template_form_saves_yaml_with_the_rendered_version(tmp_path: Path) -> None:
+def test_a_template_form_saves_yaml_with_the_rendered_version(tmp_path: Path) -> None:
     form = {
         "template": "add_prefix_suffix",
         "source_topic": "a",
@@ -88,7 +98,7 @@ async def test_a_template_form_saves_yaml_with_the_rendered_version(tmp_path: Pa
         "params": {"value_suffix": "-x"},
         "on_error": None,
     }
-    saved = await save_file(tmp_path, "suffixed.yaml", {"template": form}, timeout=5)
+    saved = run_async(lambda: save_file(tmp_path, "suffixed.yaml", {"template": form}, timeout=5))
     path = tmp_path / "suffixed.yaml"
     data = yaml.safe_load(path.read_text())
     assert data == {
@@ -111,32 +121,32 @@ def test_template_problems_name_their_field() -> None:
     assert "def deal_message" in render_form({**base, "params": {"prefix": "E"}})
 
 
-async def test_broken_code_is_refused_with_its_line_and_nothing_is_written(tmp_path: Path) -> None:
+def test_broken_code_is_refused_with_its_line_and_nothing_is_written(tmp_path: Path) -> None:
     broken = CODE.replace('    message["value"] = ', '    message["value"] = = ')
     with pytest.raises(ConsoleRequestError) as refused:
-        await save_file(tmp_path, "bad.py", {"text": broken}, timeout=5)
+        run_async(lambda: save_file(tmp_path, "bad.py", {"text": broken}, timeout=5))
     assert refused.value.problems[0]["line"] == 10
     assert refused.value.message.startswith("bad.py:10: syntax error")
     assert not (tmp_path / "bad.py").exists()
 
 
-async def test_a_trial_runs_like_test_transform(tmp_path: Path) -> None:
-    spec = await load_text(tmp_path, "shout.py", CODE, timeout=5)
-    ok = await run_trial(spec, TrialMessage(key="k", value="hi"), 5)
+def test_a_trial_runs_like_test_transform(tmp_path: Path) -> None:
+    spec = run_async(lambda: load_text(tmp_path, "shout.py", CODE, timeout=5))
+    ok = run_async(lambda: run_trial(spec, TrialMessage(key="k", value="hi"), 5))
     assert ok["ok"] and ok["records"] == [{"key": "k", "value": "hi!", "headers": {}}]
     assert ok["input"]["topic"] == "a"
-    failed = await run_trial(spec, TrialMessage(key=None, value="boom"), 5)
+    failed = run_async(lambda: run_trial(spec, TrialMessage(key=None, value="boom"), 5))
     assert not failed["ok"] and failed["line"] == 7
     assert failed["error"] == "shout.py:7: RuntimeError: boom"
-    dropped = await run_trial(spec, TrialMessage(key=None, value="drop"), 5)
+    dropped = run_async(lambda: run_trial(spec, TrialMessage(key=None, value="drop"), 5))
     assert dropped["ok"] and dropped["filtered"]
 
 
-async def test_a_trial_keeps_the_time_limit_and_runs_async_code(tmp_path: Path) -> None:
+def test_a_trial_keeps_the_time_limit_and_runs_async_code(tmp_path: Path) -> None:
     slow = CODE.replace('    if message["value"] == "boom":', "    time.sleep(5)\n    if False:")
-    spec = await load_text(tmp_path, "slow.py", "import time\n" + slow, timeout=5)
+    spec = run_async(lambda: load_text(tmp_path, "slow.py", "import time\n" + slow, timeout=5))
     started = time.monotonic()
-    answer = await run_trial(spec, TrialMessage(key=None, value="x"), 0.3)
+    answer = run_async(lambda: run_trial(spec, TrialMessage(key=None, value="x"), 0.3))
     assert not answer["ok"] and answer["exception"] == "TransformTimeout"
     assert time.monotonic() - started < 3
     asynchronous = (
@@ -144,14 +154,16 @@ async def test_a_trial_keeps_the_time_limit_and_runs_async_code(tmp_path: Path) 
         "async def deal_message(message):\n    await asyncio.sleep(0)\n"
         '    message["value"] = "async " + message["value"]\n    return message\n'
     )
-    spec = await load_text(tmp_path, "later.py", asynchronous, timeout=5)
-    answer = await run_trial(spec, TrialMessage(key=None, value="x"), 5)
+    spec = run_async(lambda: load_text(tmp_path, "later.py", asynchronous, timeout=5))
+    answer = run_async(lambda: run_trial(spec, TrialMessage(key=None, value="x"), 5))
     assert answer["ok"] and answer["is_async"] and answer["records"][0]["value"] == "async x"
 
 
-async def test_a_module_that_never_finishes_loading_is_given_up(tmp_path: Path) -> None:
+def test_a_module_that_never_finishes_loading_is_given_up(tmp_path: Path) -> None:
     with pytest.raises(ConsoleRequestError) as refused:
-        await load_text(tmp_path, "stuck.py", "import time\ntime.sleep(2)\n", timeout=0.3)
+        run_async(
+            lambda: load_text(tmp_path, "stuck.py", "import time\ntime.sleep(2)\n", timeout=0.3)
+        )
     assert "did not finish within 0.3s" in refused.value.message
 
 
