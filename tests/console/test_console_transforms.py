@@ -128,6 +128,26 @@ def test_code_transform_shows_the_error_line_then_saves_and_deletes(
     wait_until(lambda: "HELLO WORLD" in w.values(dst), "the saved transform wrote to its target")
     console.shot("transform-code")
 
+    # Edit from its page: the editor opens the file; the new version is live from the
+    # next batch of messages (a swap, no restart).
+    page.get_by_role("link", name="Open the pipeline").click()
+    page.wait_for_selector("h1[data-pipeline='transform:code_upper']")
+    page.locator("[data-action=edit]").click()
+    page.wait_for_selector("#t-code")
+    assert page.input_value("#t-code") == FIXED.format(src=src, dst=dst)
+    edited = FIXED.format(src=src, dst=dst).replace(".upper()", ".upper() + '!'")
+    page.fill("#t-code", edited)
+    page.click("#t-save")
+    expect(page.locator("#t-saved")).to_contain_text("version")
+    new_version = load_any(path).version
+    assert new_version != version
+    expect(page.locator("#t-live")).to_contain_text(
+        f"The worker has loaded version {new_version}", timeout=60_000
+    )
+    w.produce(src, [("u2", "again")])
+    expect(page.locator("#t-live")).to_contain_text(f"Live: version {new_version}", timeout=60_000)
+    wait_until(lambda: "AGAIN!" in w.values(dst), "the edited version wrote to its target")
+
     # Delete from its page: the dialog names the file; the file goes, then the pipeline.
     page.get_by_role("link", name="Open the pipeline").click()
     page.wait_for_selector("h1[data-pipeline='transform:code_upper']")

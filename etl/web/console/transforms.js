@@ -297,9 +297,17 @@ async function transformPage(main, ctx, loaded) {
         } else if (item.state === "load_error" || (item.error && item.error.includes("reload failed"))) {
           node.className = "live bad";
           node.textContent = `The worker did not take this version: ${item.error}`;
-        } else if (item.version && item.version !== saved.version && waited > 4) {
-          node.textContent = `The worker still runs version ${item.version} (${item.state}); an edit takes over ` +
-            "at the next batch of messages, a changed topic after a restart of the pipeline.";
+        } else if (item.version && item.version !== saved.version) {
+          const logs = await get(`/etl/pipelines/${enc(saved.key)}/logs/?lines=20`);
+          const scheduled = logs.lines.some(l => l.message.includes("reload scheduled") &&
+            l.message.includes(`version=${saved.version}`));
+          if (scheduled) {
+            node.textContent = `The worker has loaded version ${saved.version}: it takes over from version ` +
+              `${item.version} at the next batch of messages (none has come since).`;
+          } else if (waited > 4) {
+            node.textContent = `The worker still runs version ${item.version} (${item.state}); an edit takes over ` +
+              "at the next batch of messages, a changed topic after a restart of the pipeline.";
+          }
         } else {
           node.textContent = `Waiting for the worker to load it\u2026 (${item.state})`;
         }
