@@ -77,6 +77,12 @@ def test_read_only_mode_shows_no_action(browser: Any, read_only_worker: ConsoleW
     with pytest.raises(urllib.error.HTTPError) as refused:
         w.request("POST", "/etl/pipelines/suffix/pause/", {})
     assert refused.value.code == 403
+    # A search only reads: it runs on a read-only worker too.
+    job = w.request("POST", "/etl/searches/", {"topic": w.topics["src"], "values": ["seen"]})
+    done = wait_until(
+        lambda: (j := w.get(f"/etl/searches/{job['id']}/"))["state"] == "done" and j, "search"
+    )
+    assert [m["value"] for m in done["messages"]] == ["seen"]
 
 
 def no_page_scroll(page: Any) -> bool:
