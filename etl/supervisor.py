@@ -273,15 +273,14 @@ class PipelineSupervisor(Service):
         """Start a sink or source pipeline for a validated config (as the cluster wants it)."""
         await self._start_plugin(kind, config)
 
-    def reconfigure(self, key: str, config: Any) -> bool:
-        """Give a running sink new batching/retry options in place; False if it cannot."""
+    async def reconfigure(self, key: str, config: Any, *, reopen: bool) -> bool:
+        """Give a running sink a new configuration without leaving its group (see
+        ``SinkPipeline.reconfigure``); False when it is not a running sink."""
         pipeline = self.pipelines.get(key)
-        sink = getattr(pipeline, "sink", None)
-        if pipeline is None or sink is None or not hasattr(pipeline, "config"):
+        change = getattr(pipeline, "reconfigure", None)
+        if pipeline is None or change is None or pipeline.status.state == State.STOPPED:
             return False
-        pipeline.config = config  # type: ignore[attr-defined]
-        sink.config = config
-        pipeline.max_retries = config.max_retries  # type: ignore[attr-defined]
+        await change(config, reopen=reopen)
         recipe = self.recipes.get(key)
         if recipe is not None:
             recipe.config = config
@@ -634,9 +633,9 @@ class PipelineSupervisor(Service):
                 log.debug("status publish failed error=%r", exc)
             await self.sleep(STATUS_INTERVAL)
 
-    async def publish_status(self) -> None:
-        """Refresh lag and write ``status.json`` atomically."""
-        for pipeline in list(self.pipelines.values()):
+    async def publish_status(self, *, refresh: bool = True) -> None:
+        """Refresh lag (unless ``refresh`` is off) and write ``status.json`` atomically."""
+        for pipeline in list(self.pipelines.values()) if refresh else []:
             await pipeline.refresh_progress()
         # File I/O off the event loop (a slow disk must not stall the pipelines).
         async with self._status_lock:
@@ -651,7 +650,8 @@ class PipelineSupervisor(Service):
 
     async def on_stop(self) -> None:
         try:
-            await self.publish_status()
+            # No broker round trips on the way out (a rebalance may hold them up).
+            await self.publish_status(refresh=False)
         except Exception:
             pass
         logging.getLogger().removeHandler(self.logs)

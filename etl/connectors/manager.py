@@ -5,11 +5,13 @@ Rules kept here:
 * a connector's name is unique across etl.yaml, the files and the API; a second
   definition is refused and reported, the first one keeps running;
 * a new connector starts; a removed one stops after committing what it wrote;
-* a changed one commits what it wrote and runs with the new configuration: in
-  place when only batching and retry options changed (the consumer stays in its
-  group, nothing is re-read), else by a restart of its pipeline (the new one
-  resumes from the committed offsets: nothing lost, nothing written twice beyond
-  what at-least-once allows, and keyed sinks overwrite);
+* a changed one commits what it wrote and runs with the new configuration, in
+  place whenever it can: batching and retry options simply apply; any other sink
+  option (table, URL, format, credentials...) writes and commits what is buffered,
+  closes the destination and opens it again with the new options - the consumer
+  keeps its group, partitions and position, so nothing is read twice or skipped;
+  only a change of topics, error handling or type (and any change of a source)
+  restarts the pipeline, which resumes from the committed offsets;
 * a configuration that does not validate (or whose secrets cannot be read) keeps
   the running version and is reported with every problem, in the log and in the
   pipeline's status;
@@ -90,11 +92,15 @@ class ConnectorManager:
         if not changed:
             self.specs[spec.name] = spec
             return
-        if spec.in_place(current) and sup.reconfigure(spec.key, spec.config):
+        in_place = spec.in_place(current)
+        if (in_place or spec.reopens(current)) and await sup.reconfigure(
+            spec.key, spec.config, reopen=not in_place
+        ):
             log.info(
-                "connector reconfigured in place connector=%s changed=%s",
+                "connector reconfigured in place connector=%s changed=%s%s",
                 spec.name,
                 ",".join(sorted(changed)),
+                "" if in_place else " (destination reopened, group kept)",
             )
             self.specs[spec.name] = spec
             return

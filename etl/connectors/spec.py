@@ -29,6 +29,20 @@ IN_PLACE_OPTIONS = frozenset(
 )
 
 
+#: Options whose change restarts the pipeline (a new consumer in the group).
+REJOIN_OPTIONS = frozenset(
+    {
+        "type",
+        "topics",
+        "start_offset",
+        "on_error",
+        "dead_letter_topic",
+        "runtime_error_topic",
+        "skip_error",
+    }
+)
+
+
 @dataclass
 class ConnectorSpec:
     """A validated connector: its model instance, the raw options and where it came from."""
@@ -63,6 +77,13 @@ class ConnectorSpec:
         """True when going from ``other`` to this one touches only batching and retries."""
         changed = self.changes(other)
         return bool(changed) and changed <= IN_PLACE_OPTIONS and self.kind == "sink"
+
+    def reopens(self, other: ConnectorSpec) -> bool:
+        """True when a sink can take this change by reopening its destination in place
+        (the consumer keeps its group and partitions): anything but its topics, its
+        error handling and its type."""
+        changed = self.changes(other)
+        return self.kind == "sink" and bool(changed) and not changed & REJOIN_OPTIONS
 
 
 def kind_of(raw: dict[str, Any]) -> tuple[Kind | None, str | None]:

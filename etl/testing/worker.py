@@ -165,6 +165,9 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                # Stuck: its threads' stacks go to its log (faulthandler), then kill -9.
+                os.kill(self.process.pid, signal.SIGUSR1)
+                time.sleep(1.0)
                 self.kill()
         return self.process.returncode
 

@@ -195,7 +195,7 @@ def register_views(app: Any) -> None:
                 if denied is not None:
                     return denied
                 sup = supervisor()
-                if sup is None:
+                if sup is None or not sup.control.started:
                     return self.error(503, "the worker is starting")
                 try:
                     key = await sup.request(name, action)

@@ -57,8 +57,8 @@ def register_connector_views(app: Any, supervisor: Any, refusal: Any) -> None:
 
     def sup() -> Any:
         found = supervisor()
-        if found is None:
-            raise ApiError(503, "the worker is starting")
+        if found is None or not found.control.started:
+            raise ApiError(503, "the worker is starting (it reads the control topic first)")
         return found
 
     async def body(request: web.Request) -> Any:

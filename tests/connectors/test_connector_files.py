@@ -24,13 +24,13 @@ from etl.testing.worker import WorkerProcess, write_config
 pytestmark = pytest.mark.kafka
 
 
-def lines_under(root: Path) -> Counter[tuple[int, int]]:
-    """(partition, offset) of every exported line below ``root`` (repeats counted)."""
-    seen: Counter[tuple[int, int]] = Counter()
+def lines_under(root: Path) -> Counter[tuple[str, int, int]]:
+    """(topic, partition, offset) of every exported line below ``root`` (repeats counted)."""
+    seen: Counter[tuple[str, int, int]] = Counter()
     for path in root.rglob("partition_*"):
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            seen[(record["partition"], record["offset"])] += 1
+            seen[(record["topic"], record["partition"], record["offset"])] += 1
     return seen
 
 
@@ -79,22 +79,35 @@ def test_files_start_reconfigure_restart_report_and_stop(
         assert again["started_at"] == first["started_at"]
         assert sorted(again["partitions"]) == sorted(first["partitions"])
 
-        # Another option: a restart on the new configuration; nothing lost or doubled.
-        path.write_text(yaml.safe_dump({**sink, "batch_size": 50, "batch_window_minutes": 0.02}))
-        wait_until(
-            lambda: (
-                (worker.pipeline("arch") or {}).get("started_at", 0) > first["started_at"]
-                and (worker.pipeline("arch") or {}).get("state") == "running"
-            ),
-            worker,
-            "restarted",
-        )
+        # Another sink option: the destination is reopened, the group kept.
+        sink = {**sink, "batch_size": 50, "batch_window_minutes": 0.02}
+        path.write_text(yaml.safe_dump(sink))
+        wait_until(lambda: "destination reopened" in worker.log(), worker, "reopened")
+        assert (worker.pipeline("arch") or {})["started_at"] == first["started_at"]
         asyncio.run(produce(kafka_bootstrap, topic, [(f"k{i}", f"v{i}") for i in range(100, 150)]))
         wait_until(lambda: sum(lines_under(store).values()) == 150, worker, "150 lines")
         assert set(lines_under(store).values()) == {1}
 
+        # Its topics: a restart on the new configuration; nothing lost or doubled.
+        second = f"cf2-{uid}"
+        asyncio.run(create_topic(kafka_bootstrap, second, 1))
+        sink = {**sink, "topics": [topic, second]}
+        path.write_text(yaml.safe_dump(sink))
+
+        def restarted() -> bool:
+            item = worker.pipeline("arch") or {}
+            return (
+                item.get("started_at", 0) > first["started_at"]
+                and len(item.get("partitions") or {}) == 3
+            )
+
+        wait_until(restarted, worker, "restarted on both topics")
+        asyncio.run(produce(kafka_bootstrap, second, [(f"k{i}", f"w{i}") for i in range(5)]))
+        wait_until(lambda: sum(lines_under(store).values()) == 155, worker, "155 lines")
+        assert set(lines_under(store).values()) == {1}
+
         # A broken edit: reported with file, line and field; the running version stays.
-        broken = yaml.safe_dump({**sink, "batch_size": 50, "batch_window_minutes": 0.02})
+        broken = yaml.safe_dump(sink)
         path.write_text(broken + "bogus_option: 1\n")
         line = len(broken.splitlines()) + 1
         item = wait_until(
@@ -103,10 +116,10 @@ def test_files_start_reconfigure_restart_report_and_stop(
         assert f"arch.yaml:{line}" in item["error"] and "bogus_option" in item["error"]
         assert item["state"] == "running"
         asyncio.run(produce(kafka_bootstrap, topic, [(f"k{i}", f"v{i}") for i in range(150, 160)]))
-        wait_until(lambda: sum(lines_under(store).values()) == 160, worker, "160 lines")
+        wait_until(lambda: sum(lines_under(store).values()) == 165, worker, "165 lines")
 
         # Deleted: stopped after committing.
         path.unlink()
         wait_until(lambda: worker.pipeline("arch") is None, worker, "the sink gone")
-    assert set(lines_under(store).values()) == {1} and len(lines_under(store)) == 160
+    assert set(lines_under(store).values()) == {1} and sum(lines_under(store).values()) == 165
     assert "connector removed, stopping connector=arch" in worker.log()

@@ -66,7 +66,9 @@ class Node:
         self.config = write_config(
             directory,
             bootstrap,
-            kafka={"group_prefix": prefix},
+            # A join waits at most this long for members that do not rejoin (a killed
+            # one): the test broker ends no session, so this bounds a rebalance.
+            kafka={"group_prefix": prefix, "max_poll_interval_ms": 10000},
             web={"enabled": True, "port": self.port},
             control={"heartbeat_seconds": 0.5, "secrets_key": "a-long-shared-passphrase"},
             errors={"dead_letter_topic": f"{prefix}-dlq"},
