@@ -1,8 +1,8 @@
-"""HTTP API and status page on the worker's Faust web server.
+"""HTTP API and web console on the worker's Faust web server.
 
 Routes (all JSON unless noted; ``NAME`` is ``kind:name`` or a bare name):
 
-* ``GET /etl/`` - the status page (HTML)
+* ``GET /etl/`` - the web console (HTML; its own routes: :mod:`etl.web.console_api`)
 * ``GET /etl/status/`` - every pipeline of the cluster with lag per partition and
   its owning worker, and the worker list (``?scope=local``: this worker only)
 * ``GET /etl/workers/`` - the cluster's workers
@@ -22,22 +22,17 @@ Every request that changes something passes :mod:`etl.web.guard` first.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 from faust import web
 
 from etl.ops.history import SAMPLE_INTERVAL, StatusHistory
 from etl.ops.metrics import CONTENT_TYPE, render_metrics
+from etl.web.console_api import register_console
 from etl.web.guard import check_change
 
 STARTING: dict[str, Any] = {"worker": {"state": "starting"}, "workers": [], "pipelines": []}
 ACTIONS = ("pause", "resume", "stop", "restart")
-
-
-def status_page() -> str:
-    """The HTML of the status page (shipped in the package)."""
-    return resources.files("etl.web").joinpath("status.html").read_text(encoding="utf-8")
 
 
 def register_views(app: Any) -> None:
@@ -80,11 +75,6 @@ def register_views(app: Any) -> None:
         sup = supervisor()
         if sup is not None:
             history.add(sup.cluster_snapshot())
-
-    @app.page("/etl/", name="etl_page")
-    class StatusPage(web.View):
-        async def get(self, request: web.Request) -> web.Response:
-            return self.html(status_page())
 
     @app.page("/etl/status/", name="etl_status")
     class StatusView(web.View):
@@ -239,6 +229,7 @@ def register_views(app: Any) -> None:
     register_connector_views(
         app, supervisor, lambda view, request: refusal_response(view, request, settings.web)
     )
+    register_console(app)
 
     @app.page("/metrics", name="etl_metrics")
     class MetricsView(web.View):

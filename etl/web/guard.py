@@ -54,6 +54,28 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def check_same_site(
+    headers: Mapping[str, str], scheme: str = "http", *, has_body: bool = True
+) -> Refusal | None:
+    """None when a request is not cross-site and declares its JSON body; else why not.
+
+    Every change passes this (inside :func:`check_change`); so do the POSTs that only
+    read (a message search), which need neither a token nor a writable API.
+    """
+    host = headers.get("Host", "")
+    origin = headers.get("Origin")
+    if origin is not None and origin.rstrip("/").lower() != f"{scheme}://{host}".lower():
+        return Refusal(
+            403, f"cross-site request refused: Origin {origin} is not this server ({host})"
+        )
+    if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return Refusal(403, "cross-site request refused (Sec-Fetch-Site)")
+    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and (has_body or content_type):
+        return Refusal(415, "send the request with Content-Type: application/json")
+    return None
+
+
 def check_change(
     web: WebSettings,
     method: str,
@@ -67,17 +89,10 @@ def check_change(
         return None
     if web.read_only:
         return Refusal(403, "this worker's API is read-only (web.read_only: true)")
+    cross_site = check_same_site(headers, scheme, has_body=has_body)
+    if cross_site is not None:
+        return cross_site
     host = headers.get("Host", "")
-    origin = headers.get("Origin")
-    if origin is not None and origin.rstrip("/").lower() != f"{scheme}://{host}".lower():
-        return Refusal(
-            403, f"cross-site request refused: Origin {origin} is not this server ({host})"
-        )
-    if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        return Refusal(403, "cross-site request refused (Sec-Fetch-Site)")
-    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/json" and (has_body or content_type):
-        return Refusal(415, "send the request with Content-Type: application/json")
     bound_loopback = is_loopback(web.host)
     if bound_loopback and not is_loopback(_host_name(host)):
         return Refusal(403, f"refused: Host {host!r} is not a loopback name of this server")

@@ -39,6 +39,13 @@ def test_status_page_shows_states_and_lag_chart(ops_worker: OpsWorker, wait_unti
     worker = ops_worker
     answer = post_json(worker.url + "/etl/pipelines/suffix/pause/")
     assert answer["pipeline"] == "transform:suffix"
+
+    def consumers_paused() -> bool:
+        # What the worker itself reports per partition: the request was applied there.
+        partitions = worker.pipeline().get("partitions", {}).values()
+        return bool(partitions) and all(p["state"] == "paused" for p in partitions)
+
+    wait_until(consumers_paused, "the worker's consumers paused")
     worker.send(0, 12)
     wait_until(lambda: worker.settled(12, 12), "lag 12 while paused")
 
