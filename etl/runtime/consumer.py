@@ -320,6 +320,12 @@ class ConsumerPipeline(Service):
                     if self.should_stop or self.consumer is None:
                         # Stopped while polling: leave this batch uncommitted for the next owner.
                         break
+                    if batch and self._paused:
+                        # Fetched before the pause reached the client: not handled now,
+                        # read again from its first record after the resume.
+                        for tp, records in batch.items():
+                            await self.consumer.seek(tp, record_offset(records[0]))
+                        batch = {}
                     started = time.perf_counter()
                     commit: Commit = {}
                     if batch:

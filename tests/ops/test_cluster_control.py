@@ -161,7 +161,7 @@ def test_pause_anywhere_stops_everyone_survives_restart_and_resume_drains(
     # Resume through B: everything drains, each message exactly once.
     resumed = cluster.cli("resume", "t", "--url", b.url)
     assert resumed.exit_code == 0, resumed.output
-    wait_until(lambda: sum(cluster.outputs().values()) == 500, "500 outputs after resume")
+    wait_until(lambda: sum(cluster.outputs().values()) == 500, "500 outputs after resume", 150)
     wait_until(lambda: a.item()["lag"] == 0, "lag 0")
     assert cluster.outputs() == Counter(f"m{i}!" for i in range(500))
 
@@ -199,7 +199,7 @@ def test_stop_releases_the_group_and_status_needs_no_worker(cluster: Cluster) ->
     wait_until(lambda: a.item(scope="local").get("state") == "stopped", "A starts stopped")
     resumed = cluster.cli("resume", "t", "--bootstrap", cluster.bootstrap)
     assert resumed.exit_code == 0, resumed.output
-    wait_until(lambda: sum(cluster.outputs().values()) == 165, "165 outputs")
+    wait_until(lambda: sum(cluster.outputs().values()) == 165, "165 outputs", 150)
     assert cluster.outputs() == Counter(f"m{i}!" for i in range(165))
 
 
