@@ -55,6 +55,9 @@ with open({path!r}, "a") as out:
 """
 
 
+HOOK_SECRET = "hook-s3cret-7f2a"
+
+
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 90) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -131,7 +134,13 @@ def make_worker(
 
 def alert_settings(receiver: WebhookReceiver, rules: list[dict[str, Any]], **extra: Any) -> Any:
     notifiers = [
-        {"name": "hook", "type": "webhook", "url": receiver.url("/hook"), "retry_backoff": 0.2},
+        {
+            "name": "hook",
+            "type": "webhook",
+            "url": receiver.url("/hook"),
+            "headers": {"Authorization": f"Bearer {HOOK_SECRET}"},
+            "retry_backoff": 0.2,
+        },
         {"name": "chat", "type": "slack", "url": receiver.url("/slack"), "retry_backoff": 0.2},
         *extra.pop("notifiers", []),
     ]
@@ -235,6 +244,11 @@ def test_lag_by_pausing_fires_once_repeats_and_resolves_after_drain(
     assert set(events[1:-1]) <= {"repeat"}
     slack_texts = [b["text"] for b in receiver.bodies("/slack")]
     assert slack_texts[-1].startswith("[RESOLVED] lag (warning): resolved: transform:t lag")
+    # The webhook's header reached it, and appears in no log, status or alert view.
+    hooked = next(r for r in receiver.received if r.path == "/hook")
+    assert hooked.headers["Authorization"] == f"Bearer {HOOK_SECRET}"
+    shown = json.dumps([worker.get("/etl/status/"), worker.get("/etl/alerts/")])
+    assert HOOK_SECRET not in worker.process.log() + shown + result.output
 
 
 def test_a_poison_record_halts_the_pipeline_and_fires_the_halted_alert(

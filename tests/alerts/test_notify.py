@@ -156,3 +156,29 @@ async def test_a_failing_command_is_retried_and_a_hung_one_killed(tmp_path: Path
     missing = notifier(type="command", command=[str(tmp_path / "nope")], retries=0)
     error = await send(missing, ALERT, Redactor())
     assert error is not None and error.startswith("cannot run")
+
+
+def test_etl_alerts_test_sends_to_each_notifier(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import main
+
+    config = tmp_path / "etl.yaml"
+    config.write_text(
+        "alerts:\n  notifiers:\n"
+        f"    - {{name: hook, type: webhook, url: '{receiver.url()}?token=t0ps3cret'}}\n"
+        f"    - {{name: chat, type: slack, url: '{receiver.url('/slack')}'}}\n"
+        f"    - {{name: muted, type: slack, url: '{receiver.url('/off')}', enabled: false}}\n"
+    )
+    result = CliRunner().invoke(main, ["alerts", "test", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["hook (webhook): sent", "chat (slack): sent"]
+    assert receiver.bodies("/hook?token=t0ps3cret")[0]["event"] == "test"
+    assert receiver.bodies("/slack")[0]["text"].startswith("[TEST] test (info): ")
+    assert receiver.bodies("/off") == []
+    receiver.fail("/slack", 1, status=403)
+    result = CliRunner().invoke(main, ["alerts", "test", "chat", "-c", str(config)])
+    assert result.exit_code == 1 and result.output.startswith("chat (slack): failed: HTTP 403")
+    result = CliRunner().invoke(main, ["alerts", "test", "nope", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "no notifier nope (configured: hook, chat, muted)" in result.output
