@@ -333,6 +333,20 @@ def test_two_workers_send_one_notification_per_event_across_a_handover(
     wait_until(
         lambda: len(first.get("/etl/alerts/")["workers_with_alerts"]) == 2, "both workers seen"
     )
+    # Pause once the group settled (both own a partition), not in the middle of b's join.
+    wait_until(
+        lambda: (
+            len(
+                {
+                    (row.get("owner") or {}).get("worker")
+                    for row in first.get("/etl/pipelines/t/")["partitions"].values()
+                }
+                - {None}
+            )
+            == 2
+        ),
+        "both workers owning a partition",
+    )
     # The one that started first evaluates, and both agree.
     assert first.get("/etl/alerts/")["evaluator"] == f"a-{uid}"
     assert second.get("/etl/alerts/")["evaluator"] == f"a-{uid}"
