@@ -105,6 +105,13 @@ class Worker:
     def post(self, path: str) -> Any:
         return post_json(self.url + path)
 
+    def local_state(self, name: str) -> str | None:
+        """The state of pipeline ``name`` in this worker (not the cluster's)."""
+        for item in self.get("/etl/status/?scope=local")["pipelines"]:
+            if item["name"] == name:
+                return str(item["state"])
+        return None
+
 
 def make_worker(
     directory: Path,
@@ -351,6 +358,9 @@ def test_two_workers_send_one_notification_per_event_across_a_handover(
     assert first.get("/etl/alerts/")["evaluator"] == f"a-{uid}"
     assert second.get("/etl/alerts/")["evaluator"] == f"a-{uid}"
     first.post("/etl/pipelines/t/pause/")
+    # The request returns once the worker it went to applied it; the other applies it
+    # a moment later.
+    wait_until(lambda: all(w.local_state("t") == "paused" for w in (first, second)), "both paused")
     send(kafka_bootstrap, source, [f"m{i}" for i in range(20)])
     receiver.wait_for(lambda r: "repeat" in kinds(of(r, "lag")), "fire and a repeat")
     fired = of(receiver, "lag")
