@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from etl.alerts.cli import alerts_group
 from etl.cli_cluster import offsets_group  # noqa: F401  (adds its commands)
 from etl.cli_common import CONFIG_OPTION, error_line, fail
 from etl.cli_common import settings_or_exit as _settings
@@ -368,6 +369,7 @@ def header_dict(headers: Any) -> dict[str, str | None]:
 
 
 main.add_command(templates_group)
+main.add_command(alerts_group)
 for _command in OPS_COMMANDS:
     main.add_command(_command)
 

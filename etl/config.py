@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from etl.alerts.config import AlertSettings
 from etl.errors import ConfigurationError
 
 
@@ -256,6 +257,8 @@ class ETLSettings(BaseModel):
     errors: ErrorSettings = ErrorSettings()
     web: WebSettings = WebSettings()
     control: ControlSettings = ControlSettings()
+    #: Alert rules and notifiers (docs/alerts.md); more rules in ``alerts.rules_dir``.
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     sinks: list[dict[str, Any]] = Field(default_factory=list)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     #: Set by :func:`load_settings`: the file the settings came from, if any.
@@ -503,6 +506,9 @@ def load_settings(
         settings = ETLSettings.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc, model=ETLSettings)
+    if settings is not None:
+        base_dir = config_path.parent if config_path is not None else Path.cwd()
+        problems += settings.alerts.load_rule_files(base_dir, environ)
 
     for kind, key in (("sink", "sinks"), ("source", "sources")):
         entries = data.get(key) if settings is None else getattr(settings, key)

@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from mode import Service
 
+from etl.alerts.evaluator import AlertEvaluator
 from etl.config import ETLSettings
 from etl.connectors.files import ConnectorWatcher
 from etl.connectors.manager import ConnectorManager
@@ -129,6 +130,9 @@ class PipelineSupervisor(Service):
         #: Sinks and sources from etl.yaml, ``connectors/`` and the API (docs/connectors.md).
         self.connectors = ConnectorManager(self)
         self.connector_watcher: ConnectorWatcher | None = None
+        #: Alert rules: evaluated here while this worker is the cluster's evaluator.
+        alerts = settings.alerts
+        self.alerts = AlertEvaluator(self) if alerts.enabled and alerts.rules else None
         #: Recent log lines per pipeline (``etl logs``), also sent to the logs topic.
         self.logs = PipelineLogs(self._keys_named, self.redact, worker=self.worker_id)
         self._rates: dict[str, tuple[float, int, int]] = {}
@@ -185,6 +189,8 @@ class PipelineSupervisor(Service):
         )
         await self.add_runtime_dependency(self.connector_watcher)
         self.add_future(self._refresh_cluster_forever())
+        if self.alerts is not None:
+            self.add_future(self.alerts.run(lambda: self.should_stop))
 
     async def _start_control(self) -> None:
         """Read the control topic (every request so far) before any pipeline starts."""
@@ -590,6 +596,8 @@ class PipelineSupervisor(Service):
             if key not in self.control.table.details:
                 self._publish_details(key, pipeline)
         info = self.worker_info()
+        if self.alerts is not None:
+            info["alerts"] = self.alerts.heartbeat_fields()
         return {**info, "pipelines": pipelines}
 
     def _rate(self, key: str, now: float, consumed: int, produced: int) -> tuple[Any, Any]:
@@ -663,6 +671,8 @@ class PipelineSupervisor(Service):
         except Exception:
             pass
         logging.getLogger().removeHandler(self.logs)
+        if self.alerts is not None:
+            await self.alerts.stop()
         await self.control.stop()
         self.cluster.close()
 
