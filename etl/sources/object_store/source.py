@@ -15,6 +15,9 @@ counted by reading them, not from the partition's end offset (some brokers
 report the start of the last record batch there). This needs the target written
 by this replay only (a fresh or emptied topic). Under exactly-once the state is
 committed with the records in one Kafka transaction, so nothing is skipped.
+
+One worker replays: the one holding the source's lease (:mod:`etl.control.lease`);
+another takes over from the saved state when it stops or dies.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from etl.control.lease import KafkaLease
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.kafka import ensure_topics, make_consumer, topic_partitions
 from etl.sources.base import DeadMessage, SourceBatch, SourceMessage, SourceRunner
@@ -373,6 +377,10 @@ class ObjectStoreSource(SourceRunner[ObjectStoreSourceConfig]):
 
     def make_reader(self) -> ObjectStoreReader:
         return ObjectStoreReader(self.config, self)
+
+    def leadership(self) -> KafkaLease:
+        # Two replays into one target would double it: one worker replays.
+        return KafkaLease(self.settings, self.name, seconds=self.config.lease_seconds)
 
     def describe_source(self) -> str:
         return f"{self.config.url.split('?', 1)[0]}/{self.config.instance_id}"
