@@ -347,13 +347,20 @@ class KafkaLease:
             await self._log.put(self.key, None)
 
     async def _begin(self, since: int | None) -> bool:
-        """Write a claim (``since`` None: a new tenure), read it back, keep it if first."""
+        """Write a claim (``since`` None: a new tenure), read it back, keep it if first.
+
+        A carried-on tenure (``since`` given) ranks before claims written after it
+        began, so it is kept only if no other claim is live at all when read back:
+        a worker that claimed meanwhile, seeing the old claim expired, holds.
+        """
         sent = time.monotonic()
         offset = await self._write(since, seen=True)
         self._since = offset if since is None else since
         self._valid_until = sent + self.trust_seconds
-        first = self.book.holder(time.monotonic())
-        if first is None or first.claimant != self.claimant:
+        now = time.monotonic()
+        first = self.book.holder(now)
+        alone = all(c.claimant == self.claimant for c in self.book.live(now))
+        if first is None or first.claimant != self.claimant or (since is not None and not alone):
             # Another claim came first (a race), or ours expired while we waited.
             self._since = None
             await self._delete()
@@ -418,10 +425,14 @@ class KafkaLease:
 
     async def _forget_dead(self) -> None:
         """Delete the expired claims of other workers (they died without releasing)."""
-        if self._log is None:
-            return
         now = time.monotonic()
         for claim in list(self.book.claims.values()):
-            if claim.claimant != self.claimant and not claim.live(now):
-                self.book.claims.pop(claim.claimant, None)
-                await self._log.put(f"{self.book.prefix}{claim.claimant}", None, seen=False)
+            if self._log is None or claim.claimant == self.claimant or claim.live(now):
+                continue
+            try:
+                await self._log.put(self.book.prefix + claim.claimant, None, seen=False)
+            except Exception as exc:
+                text = describe_error(exc)
+                log.warning("dead claim not deleted lease=%s error=%r", self.name, text)
+                return
+            self.book.claims.pop(claim.claimant, None)

@@ -136,6 +136,10 @@ class MemoryReader:
         self.topic = topic
         self.position = 0
         self.on_entry: Callable[[Entry], None] | None = None
+        #: While clear, this reader's writes wait (a slow network on one side).
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = False
 
     async def start(self, on_entry: Callable[[Entry], None], timeout: float = 60.0) -> None:
         self.on_entry, self.position = on_entry, 0
@@ -153,6 +157,9 @@ class MemoryReader:
         return await asyncio.shield(asyncio.ensure_future(self._append(key, value)))
 
     async def _append(self, key: str, value: dict[str, Any] | None) -> int:
+        self.waiting = not self.gate.is_set()
+        await self.gate.wait()
+        self.waiting = False
         await self.topic.answering.wait()
         return self.topic.append(key, value)
 
@@ -269,6 +276,28 @@ async def test_a_restarted_worker_carries_on_its_tenure_unless_another_claims() 
     assert not await third.acquire()
     assert "lease/src/a" not in topic.table()
     await third.release()
+
+
+async def test_a_carried_on_tenure_racing_a_new_claim_never_makes_two_holders() -> None:
+    topic = MemoryTopic()
+    # The restarted worker's old claim, expired for x (its ttl is short).
+    topic.append("lease/src/a", {"since_offset": None, "ttl": 0.05, "at": 0})
+    x = memory_lease(topic, "x")
+    await x._open()
+    await asyncio.sleep(0.1)
+    a = memory_lease(topic, "a")
+    reader = a._given_log
+    assert isinstance(reader, MemoryReader)
+    reader.gate.clear()
+    # a decides to carry its tenure on; its write lands after x claimed and read back.
+    resumed = asyncio.ensure_future(a.acquire())
+    await until(lambda: reader.waiting, "a writing its claim")
+    assert await x.acquire()
+    reader.gate.set()
+    assert not await resumed, "a carried-on tenure jumped ahead of a live claim"
+    assert x.holder() == "x" and await x.held()
+    await x.release()
+    await a.release()
 
 
 async def test_two_leases_of_one_worker_in_one_process_are_two_claimants() -> None:
