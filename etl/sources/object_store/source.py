@@ -100,11 +100,14 @@ class ObjectStoreReader:
         self._unsaved = saved is None
         saved = saved or {}
         self.done = {t: dict(p) for t, p in saved.get("done", {}).items()}
-        landed = await self._settled_landed(saved.get("ends", {}))
-        self.ends = {tp: start for tp, (start, _count) in landed.items()}
         self.skip = Counter()
-        if not self.runner.exactly_once:
+        if self.runner.exactly_once:
+            # Nothing is counted or skipped: what a dead run left open was aborted.
+            landed = await self._landed(saved.get("ends", {}))
+        else:
+            landed = await self._settled_landed(saved.get("ends", {}))
             self.skip.update({tp: count for tp, (_start, count) in landed.items() if count})
+        self.ends = {tp: start for tp, (start, _count) in landed.items()}
         if self.skip:
             log.info(
                 "resuming: records already in the target are skipped source=%s skip=%s",
