@@ -73,7 +73,7 @@ class ObjectStoreSourceConfig(_StorageOptions):
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
     #: One worker replays (a lease in ``<group_prefix>-leases``, etl.control.lease):
     #: seconds without renewal before another worker takes over from a dead one.
-    lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    lease_seconds: float = Field(default=15.0, ge=3, le=600)
 
     @model_validator(mode="after")
     def _check(self) -> ObjectStoreSourceConfig:
