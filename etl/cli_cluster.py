@@ -113,6 +113,17 @@ def offsets_show(config: str | None, bootstrap: str | None, as_json: bool, name:
     multiple=True,
     help="PARTITION:OFFSET (or TOPIC:PARTITION:OFFSET); repeat for more partitions.",
 )
+@click.option(
+    "--to-position",
+    "to_position",
+    default=None,
+    help="A source's position (binlog: now or FILE:POS).",
+)
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="A source: drop its saved position (it begins as configured by start/snapshot).",
+)
 @click.option("--dry-run", is_flag=True, help="Show before/after, change nothing.")
 @click.option("--stop", "stop_first", is_flag=True, help="Stop the pipeline on every worker first.")
 @click.argument("name")
@@ -124,6 +135,8 @@ def offsets_reset(
     latest: bool,
     to_time: str | None,
     to_offsets: tuple[str, ...],
+    to_position: str | None,
+    forget: bool,
     dry_run: bool,
     stop_first: bool,
     name: str,
@@ -131,15 +144,40 @@ def offsets_reset(
     """Move pipeline NAME's committed offsets; it must run nowhere (see --stop).
 
     After a reset, `etl resume NAME` starts it from the new offsets. To skip a
-    poison message at offset O of partition P: --to-offset P:O+1.
+    poison message at offset O of partition P: --to-offset P:O+1. A source has a
+    position instead: --to-position (binlog: now or FILE:POS) or --forget.
     """
     from etl.ops.messages import parse_time
-    from etl.ops.reset import ResetRefused, ResetTarget, pipeline_item, reset_offsets
+    from etl.ops.reset import (
+        ResetRefused,
+        ResetTarget,
+        pipeline_item,
+        reset_offsets,
+        reset_source_position,
+    )
 
-    chosen = sum([earliest, latest, to_time is not None, bool(to_offsets)])
+    chosen = sum(
+        [earliest, latest, to_time is not None, bool(to_offsets), bool(to_position), forget]
+    )
     if chosen != 1:
-        fail("say where to: exactly one of --to-earliest, --to-latest, --to-time, --to-offset")
+        fail(
+            "say where to: exactly one of --to-earliest, --to-latest, --to-time, --to-offset "
+            "(transforms, sinks) or --to-position, --forget (sources)"
+        )
     settings = with_bootstrap(_settings(config), bootstrap)
+    if to_position or forget:
+
+        async def move(plane: Any, key: str) -> Any:
+            return await reset_source_position(
+                settings, plane, key, to_position, dry_run=dry_run, stop=stop_first
+            )
+
+        try:
+            moved = _run(lambda: _with_control(settings, name, move), settings)
+        except ResetRefused as exc:
+            fail(str(exc))
+        click.echo(json.dumps(moved, indent=2, default=str))
+        return
 
     async def work(plane: Any, key: str) -> Any:
         if earliest or latest:

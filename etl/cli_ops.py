@@ -205,11 +205,10 @@ def _control(
         )
     target = find_worker(settings, url)
     base, label = target.url, target.label
+    direct = f"the control topic at {settings.kafka.bootstrap_servers}"
     if base is None:
-        _fail(
-            f"{action} talks to the worker over HTTP, but its web server is off "
-            f"({label}; web.enabled: false): turn it on, pass --url, or --bootstrap"
-        )
+        # Requests are records in the control topic: no worker needs to relay them.
+        return _control_direct(settings, name, action), f"{direct}; {label}"
     client = WorkerClient(base, token=worker_token(settings, token))
     try:
         if target.guessed:
@@ -218,10 +217,9 @@ def _control(
     except WorkerRequestError as exc:
         _fail(f"{action} {name} on {label}: {exc}")
     except WorkerUnreachable as exc:
-        _fail(
-            f"{exc} ({label}); is the worker running? `make run` or `etl worker` starts it, "
-            "or pass --bootstrap HOST:PORT to ask every worker through Kafka"
-        )
+        if url:
+            _fail(f"{exc} ({label}); is the worker running? `etl worker` starts it")
+        return _control_direct(settings, name, action), f"{direct}; {exc}"
     return answer, label
 
 

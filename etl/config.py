@@ -183,6 +183,10 @@ class ControlSettings(BaseModel):
     logs_topic: str | None = Field(default=None, pattern=NAME_PATTERN)
     #: Send pipelines' log lines to ``logs_topic`` (they are kept in memory anyway).
     ship_logs: bool = True
+    #: Encrypts the secrets of connectors created through the API before they are
+    #: stored in the control topic (any long random string; the same on every worker).
+    #: Unset: the API takes secrets only as ``${VAR}`` references.
+    secrets_key: SecretStr | None = None
 
 
 class PluginConfigBase(BaseModel):
@@ -236,6 +240,8 @@ class ETLSettings(BaseModel):
     #: Identifies the Faust app (and its data directory).
     app_id: str = Field(default="etl", pattern=NAME_PATTERN)
     transforms_dir: Path = Path("transforms")
+    #: One sink or source per YAML file, watched while the worker runs (docs/connectors.md).
+    connectors_dir: Path = Path("connectors")
     #: Where the worker keeps local state (status file, Faust data).
     data_dir: Path = Path(".etl-data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -517,6 +523,8 @@ def load_settings(
     base = config_path.parent if config_path is not None else Path.cwd()
     if not settings.transforms_dir.is_absolute():
         settings.transforms_dir = (base / settings.transforms_dir).resolve()
+    if not settings.connectors_dir.is_absolute():
+        settings.connectors_dir = (base / settings.connectors_dir).resolve()
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
     return settings

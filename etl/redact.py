@@ -26,6 +26,12 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these too from now on (secrets of a connector created at runtime)."""
+        self.secrets = sorted(
+            {*self.secrets, *(s for s in secrets if s and len(s) >= 3)}, key=len, reverse=True
+        )
+
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
@@ -34,7 +40,11 @@ class Redactor:
         return _KV_SECRET.sub(lambda m: f"{m['key']}{MASK}", text)
 
 
-_SECRET_NAMES = re.compile(r"password|passwd|secret|api_key|apikey|token|access_key|dsn", re.I)
+_SECRET_NAMES = re.compile(
+    r"password|passwd|secret|api[_-]?key|token|access[_-]?key|dsn|authorization|credential", re.I
+)
+#: Names that say secret but hold none (the file a secret is in, a header's name).
+_NOT_SECRET_SUFFIXES = ("_file", "_topic", "_header", "_mode", "_path")
 
 
 def redacted_config(config: Any, redact: Redactor) -> Any:
@@ -54,7 +64,7 @@ def redacted_config(config: Any, redact: Redactor) -> Any:
         if isinstance(value, list | tuple | set):
             return [walk(v, name) for v in value]
         if isinstance(value, str):
-            if value and _SECRET_NAMES.search(name) and not name.endswith(("_file", "_topic")):
+            if value and _SECRET_NAMES.search(name) and not name.endswith(_NOT_SECRET_SUFFIXES):
                 return MASK
             return redact(value)
         if value is None or isinstance(value, bool | int | float):

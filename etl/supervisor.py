@@ -29,13 +29,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from mode import Service
 
 from etl.config import ETLSettings
+from etl.connectors.files import ConnectorWatcher
+from etl.connectors.manager import ConnectorManager
+from etl.connectors.spec import ConnectorSpec
 from etl.control.plane import ControlPlane, migrate_pause_file
-from etl.control.state import DESIRED, RESTART, DesiredState
+from etl.control.state import CONNECTOR, DESIRED, RESTART, DesiredState
 from etl.errors import TransformLoadError
 from etl.kafka import describe_error, ensure_topics, wait_for_broker
 from etl.ops.cluster import ClusterView
@@ -123,6 +126,9 @@ class PipelineSupervisor(Service):
         #: Kafka's offsets for every pipeline of the cluster (lag, log start, true end).
         self.cluster = ClusterView(settings.kafka, lambda: self.control.table)
         self._control_lock = asyncio.Lock()
+        #: Sinks and sources from etl.yaml, ``connectors/`` and the API (docs/connectors.md).
+        self.connectors = ConnectorManager(self)
+        self.connector_watcher: ConnectorWatcher | None = None
         #: Recent log lines per pipeline (``etl logs``), also sent to the logs topic.
         self.logs = PipelineLogs(self._keys_named, self.redact, worker=self.worker_id)
         self._rates: dict[str, tuple[float, int, int]] = {}
@@ -149,10 +155,15 @@ class PipelineSupervisor(Service):
             self.report_load_error(error)
         for spec in specs:
             await self.start_transform(spec)
-        for sink in settings.sink_configs():
-            await self._start_plugin("sink", sink)
-        for source in settings.source_configs():
-            await self._start_plugin("source", source)
+        declared: list[tuple[Literal["sink", "source"], Any]] = [
+            *(("sink", c) for c in settings.sink_configs()),
+            *(("source", c) for c in settings.source_configs()),
+        ]
+        for kind, config in declared:
+            raw = config.model_dump(mode="json")
+            await self.connectors.apply(ConnectorSpec(config.name, kind, config, raw, "etl.yaml"))
+        for name, record in sorted(self.control.table.connectors.items()):
+            await self.connectors.on_stored(name, record)
         if not self.pipelines and not self.load_errors:
             log.warning(
                 "no pipelines: put transform files in %s or add sinks/sources to the config",
@@ -163,6 +174,16 @@ class PipelineSupervisor(Service):
             self, settings.transforms_dir, loop=self.loop, beacon=self.beacon
         )
         await self.add_runtime_dependency(self.watcher)
+        self.connector_watcher = ConnectorWatcher(
+            settings.connectors_dir,
+            apply=self.connectors.apply,
+            remove=self.connectors.remove,
+            report=self.connectors.report,
+            environ=lambda: dict(os.environ),
+            loop=self.loop,
+            beacon=self.beacon,
+        )
+        await self.add_runtime_dependency(self.connector_watcher)
         self.add_future(self._refresh_cluster_forever())
 
     async def _start_control(self) -> None:
@@ -248,6 +269,24 @@ class PipelineSupervisor(Service):
         await self.stop_pipeline(f"transform:{spec.name}")
         return await self.start_transform(spec)
 
+    async def start_connector(self, kind: str, config: Any) -> None:
+        """Start a sink or source pipeline for a validated config (as the cluster wants it)."""
+        await self._start_plugin(kind, config)
+
+    async def reconfigure(self, key: str, config: Any, *, reopen: bool) -> bool:
+        """Give a running sink a new configuration without leaving its group (see
+        ``SinkPipeline.reconfigure``); False when it is not a running sink."""
+        pipeline = self.pipelines.get(key)
+        change = getattr(pipeline, "reconfigure", None)
+        if pipeline is None or change is None or pipeline.status.state == State.STOPPED:
+            return False
+        await change(config, reopen=reopen)
+        recipe = self.recipes.get(key)
+        if recipe is not None:
+            recipe.config = config
+        self._publish_details(key, pipeline)
+        return True
+
     async def _start_plugin(self, kind: str, config: Any) -> None:
         key = f"{kind}:{config.name}"
         self.recipes[key] = Recipe(kind, config=config)
@@ -294,6 +333,17 @@ class PipelineSupervisor(Service):
         pipeline = self.pipelines.pop(key, None)
         if pipeline is not None:
             await self._stop_instance(pipeline)
+        await self._forget_details(key)
+
+    async def _forget_details(self, key: str) -> None:
+        """Drop ``pipeline/<key>`` from the control topic; a worker that still runs it
+        writes it again with its next heartbeat (:meth:`heartbeat`)."""
+        if key not in self.control.table.details:
+            return
+        try:
+            await self.control.forget_details(key)
+        except Exception as exc:
+            log.warning("pipeline details not removed pipeline=%s error=%r", key, str(exc))
 
     async def _stop_instance(self, pipeline: Pipeline) -> None:
         if pipeline.status.state != State.STOPPED or cast(Service, pipeline)._started.is_set():
@@ -403,6 +453,10 @@ class PipelineSupervisor(Service):
 
     async def _on_control(self, section: str, key: str) -> None:
         """A request read back from the control topic: apply it to this worker's instance."""
+        if section == CONNECTOR:
+            async with self._control_lock:
+                await self.connectors.on_stored(key, self.control.table.connectors.get(key))
+            return
         if key not in self.recipes:
             return  # not a pipeline of this worker
         async with self._control_lock:
@@ -423,6 +477,8 @@ class PipelineSupervisor(Service):
                 await self._stop_instance(pipeline)
                 pipeline.status.state = State.STOPPED
                 pipeline.status.error = None
+                # Out of the group: it owns no partition any more.
+                pipeline.status.partitions.clear()
             return
         if stopped:
             log.info("pipeline starting on request pipeline=%s", key)
@@ -522,6 +578,9 @@ class PipelineSupervisor(Service):
             key = item["key"]
             rate_in, rate_out = self._rate(key, now, item["consumed"], item["produced"])
             pipelines[key] = {**item, "rate_in": rate_in, "rate_out": rate_out}
+        for key, pipeline in self.pipelines.items():
+            if key not in self.control.table.details:
+                self._publish_details(key, pipeline)
         info = self.worker_info()
         return {**info, "pipelines": pipelines}
 
@@ -574,9 +633,9 @@ class PipelineSupervisor(Service):
                 log.debug("status publish failed error=%r", exc)
             await self.sleep(STATUS_INTERVAL)
 
-    async def publish_status(self) -> None:
-        """Refresh lag and write ``status.json`` atomically."""
-        for pipeline in list(self.pipelines.values()):
+    async def publish_status(self, *, refresh: bool = True) -> None:
+        """Refresh lag (unless ``refresh`` is off) and write ``status.json`` atomically."""
+        for pipeline in list(self.pipelines.values()) if refresh else []:
             await pipeline.refresh_progress()
         # File I/O off the event loop (a slow disk must not stall the pipelines).
         async with self._status_lock:
@@ -591,7 +650,8 @@ class PipelineSupervisor(Service):
 
     async def on_stop(self) -> None:
         try:
-            await self.publish_status()
+            # No broker round trips on the way out (a rebalance may hold them up).
+            await self.publish_status(refresh=False)
         except Exception:
             pass
         logging.getLogger().removeHandler(self.logs)

@@ -31,6 +31,7 @@ from typing import Any
 from etl.config import ETLSettings
 from etl.control.log import ControlLog, Entry
 from etl.control.state import (
+    CONNECTOR,
     DESIRED,
     PIPELINE,
     RESTART,
@@ -90,6 +91,12 @@ class ControlPlane:
             await self.log.ensure_topic()
             await self.log.start(self._on_entry)
         self.started = True
+        # What the table held before this worker started is its starting point (the
+        # supervisor reads it), not a change to apply: an old restart request must
+        # not restart a pipeline that starts now.
+        while not self._changes.empty():
+            self._changes.get_nowait()
+            self._changes.task_done()
         if follow_changes and self.on_change is not None:
             self._tasks.append(asyncio.ensure_future(self._apply_changes()))
         if self.heartbeat is not None and self.worker_id:
@@ -115,7 +122,7 @@ class ControlPlane:
 
     def _on_entry(self, entry: Entry) -> None:
         section, name = self.table.apply(entry)
-        if section in (DESIRED, RESTART) and self.on_change is not None:
+        if section in (DESIRED, RESTART, CONNECTOR) and self.on_change is not None:
             self._changes.put_nowait((section, name))
 
     async def _apply_changes(self) -> None:
@@ -170,6 +177,17 @@ class ControlPlane:
             self.table.details[key] = details
             return
         await self.log.put(PIPELINE + key, details, seen=False)
+
+    async def put_connector(self, name: str, record: dict[str, Any] | None) -> None:
+        """Create, replace or (None) delete an API connector; returns once applied here."""
+        await self._put(CONNECTOR + name, record)
+
+    async def forget_details(self, key: str) -> None:
+        """Delete a pipeline's details (it runs nowhere any more)."""
+        if self.log is None:
+            self.table.details.pop(key, None)
+            return
+        await self.log.put(PIPELINE + key, None, seen=False)
 
     # ---- heartbeat -------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ Keys (values are JSON objects; a tombstone deletes the key):
                             ``control.heartbeat_seconds``; deleted on a clean stop)
 ``pipeline/<kind:name>``    a pipeline's details for ``etl show`` (configuration with
                             secrets redacted, file, version, group, topics)
+``connector/<name>``        a connector created through the API: ``{"config", "at",
+                            "by"}``, secrets sealed (:mod:`etl.connectors.secrets`)
 ==========================  =========================================================
 
 Everything here is plain data, so it is the same in a worker, in ``etl status
@@ -33,6 +35,7 @@ DESIRED = "desired/"
 RESTART = "restart/"
 WORKER = "worker/"
 PIPELINE = "pipeline/"
+CONNECTOR = "connector/"
 
 DesiredState = Literal["running", "paused", "stopped"]
 DESIRED_STATES: tuple[DesiredState, ...] = ("running", "paused", "stopped")
@@ -51,6 +54,7 @@ class ControlTable:
     restarts: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     other: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, entry: Entry) -> tuple[str, str]:
@@ -60,6 +64,7 @@ class ControlTable:
             (RESTART, self.restarts),
             (WORKER, self.workers),
             (PIPELINE, self.details),
+            (CONNECTOR, self.connectors),
         ):
             if entry.key.startswith(prefix):
                 name = entry.key[len(prefix) :]

@@ -102,13 +102,13 @@ class WorkerClient:
         self.timeout = timeout
         self.token = token
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
         url = self.base_url + path
         data = None
         headers = {"Accept": "application/json"}
         if method != "GET":
             # The worker refuses changes that are not declared JSON (no cross-site forms).
-            data = json.dumps(body or {}).encode()
+            data = json.dumps(body if body is not None else {}).encode()
             headers["Content-Type"] = "application/json"
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
@@ -117,11 +117,13 @@ class WorkerClient:
             raise WorkerUnreachable(f"{self.base_url}: not an http(s) URL")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
+                raw = response.read().decode("utf-8")
+                return json.loads(raw) if raw.strip() else None
         except urllib.error.HTTPError as exc:
             try:
-                reason = json.loads(exc.read().decode("utf-8")).get("error") or exc.reason
-            except ValueError:
+                answer = json.loads(exc.read().decode("utf-8"))
+                reason = answer.get("error") or answer.get("message") or exc.reason
+            except (ValueError, AttributeError):
                 reason = exc.reason
             raise WorkerRequestError(f"{reason} (HTTP {exc.code})") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -140,6 +142,10 @@ class WorkerClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """``POST`` a JSON body to a route of the API."""
         return dict(self._request("POST", path, body))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Any route: the answer's JSON (None for an empty answer)."""
+        return self._request(method, path, body)
 
     def action(self, name: str, action: str) -> dict[str, Any]:
         """``POST /etl/pipelines/NAME/ACTION/`` (pause, resume, stop, restart)."""

@@ -33,7 +33,7 @@ def _num(value: Any, digits: int = 0) -> str:
 def pipeline_table(snapshot: dict[str, Any]) -> Table:
     """State, rates, counters, lag and last error of every pipeline."""
     table = Table(title="Pipelines", title_justify="left", expand=False)
-    for header in ("PIPELINE", "KIND", "STATE"):
+    for header in ("PIPELINE", "KIND", "STATE", "WORKERS"):
         table.add_column(header)
     for header in ("IN/S", "OUT/S", "CONSUMED", "PRODUCED", "FILTERED", "DEAD-LETTERED", "LAG"):
         table.add_column(header, justify="right")
@@ -45,6 +45,7 @@ def pipeline_table(snapshot: dict[str, Any]) -> Table:
             item["name"],
             item["kind"],
             Text(item["state"], style=STATE_STYLES.get(item["state"], "")),
+            str(len(item["workers"])) if "workers" in item else "-",
             _num(item.get("rate_in"), 1),
             _num(item.get("rate_out"), 1),
             _num(item.get("consumed")),

@@ -260,3 +260,93 @@ async def offsets_at_time(settings: ETLSettings, topic: str, ms: int) -> dict[TP
 
         await reader.read(starts, dict(reader.end), handle)
         return {(tp.topic, tp.partition): found.get(tp, reader.end[tp]) for tp in reader.partitions}
+
+
+# ---- sources: their saved position ------------------------------------------------------
+
+
+def _source_config(settings: ETLSettings, key: str) -> Any:
+    name = key.split(":", 1)[-1]
+    for config in settings.source_configs():
+        if config.name == name:
+            return config
+    raise ResetRefused(
+        f"{key} is not in this configuration's sources: run the reset with the "
+        "etl.yaml the workers use (--config)"
+    )
+
+
+async def source_position(settings: ETLSettings, key: str) -> dict[str, Any] | None:
+    """The position a source saved last (None: it never saved one)."""
+    from etl.sources.position import PositionStore
+
+    config = _source_config(settings, key)
+    return await PositionStore(settings, config.name, None).load_state()
+
+
+async def reset_source_position(
+    settings: ETLSettings,
+    control: ControlPlane,
+    key: str,
+    spec: str | None,
+    *,
+    dry_run: bool = False,
+    stop: bool = False,
+) -> dict[str, Any]:
+    """Move a source's saved position to ``spec`` (the source's own syntax), or forget it
+    (``spec=None``: the next run begins as configured by ``start``/``snapshot``)."""
+    from etl.plugins import plugin_factory
+    from etl.runtime.native import NativeProducer
+    from etl.sources.position import PositionStore
+
+    config = _source_config(settings, key)
+    before = await source_position(settings, key)
+    after: dict[str, Any] | None = None
+    if spec is not None:
+        source_class = plugin_factory("source", config.type)
+        position_for = getattr(source_class, "position_for", None)
+        if position_for is None:
+            raise ResetRefused(
+                f"the {config.type} source cannot be set to a position; --forget makes it "
+                "begin as configured"
+            )
+        try:
+            after = await asyncio.to_thread(position_for, config, spec)
+        except ValueError as exc:
+            raise ResetRefused(str(exc)) from None
+    notes: list[str] = []
+    busy = runners(control, key)
+    if busy and not dry_run:
+        if not stop:
+            raise ResetRefused(
+                f"{key} is running on {'; '.join(busy)}: stop it first (`etl stop {key}`, "
+                f"or add --stop), then reset, then `etl resume {key}`"
+            )
+        await control.set_desired(key, "stopped")
+        notes.append(f"stopped {key} on every worker first")
+        deadline = time.monotonic() + STOP_WAIT_S
+        while runners(control, key):
+            if time.monotonic() > deadline:
+                raise ResetRefused(f"{key} still runs on {'; '.join(runners(control, key))}")
+            await asyncio.sleep(0.5)
+    if not dry_run:
+        producer = NativeProducer(settings.kafka, name=f"reset-{config.name}")
+        await producer.start()
+        try:
+            store = PositionStore(settings, config.name, producer)
+            if after is None:
+                future = await producer.send(store.topic, None, config.name.encode())
+                await future
+            else:
+                await store.save_state(after)
+        finally:
+            await producer.stop()
+    return {
+        "pipeline": key,
+        "target": spec or "forget (begin as configured)",
+        "dry_run": dry_run,
+        "desired": control.table.desired_state(key),
+        "before": before,
+        "after": after,
+        "notes": notes,
+    }

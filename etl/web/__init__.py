@@ -64,10 +64,7 @@ def register_views(app: Any) -> None:
         return None
 
     def refused(view: web.View, request: web.Request) -> web.Response | None:
-        problem = check_change(
-            settings.web, request.method, request.headers, getattr(request, "scheme", "http")
-        )
-        return None if problem is None else view.error(problem.status, problem.message)
+        return refusal_response(view, request, settings.web)
 
     async def body(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
@@ -208,7 +205,7 @@ def register_views(app: Any) -> None:
                 if denied is not None:
                     return denied
                 sup = supervisor()
-                if sup is None:
+                if sup is None or not sup.control.started:
                     return self.error(503, "the worker is starting")
                 try:
                     key = await sup.request(name, action)
@@ -231,11 +228,29 @@ def register_views(app: Any) -> None:
     for action in ACTIONS:
         app.page(f"/etl/pipelines/{{name}}/{action}/", name=f"etl_{action}")(control(action))
 
+    from etl.web.connectors_api import register_connector_views
+
+    register_connector_views(
+        app, supervisor, lambda view, request: refusal_response(view, request, settings.web)
+    )
+
     @app.page("/metrics", name="etl_metrics")
     class MetricsView(web.View):
         async def get(self, request: web.Request) -> web.Response:
             text = render_metrics(snapshot())
             return self.text(text, content_type=CONTENT_TYPE)
+
+
+def refusal_response(view: web.View, request: web.Request, settings: Any) -> web.Response | None:
+    """The error answer for a change :mod:`etl.web.guard` refuses, else None."""
+    problem = check_change(
+        settings,
+        request.method,
+        request.headers,
+        getattr(request, "scheme", "http"),
+        has_body=bool(getattr(request, "body_exists", True)),
+    )
+    return None if problem is None else view.error(problem.status, problem.message)
 
 
 def _reset_target(data: dict[str, Any], sup: Any, key: str) -> Any:

@@ -5,9 +5,11 @@ every request that changes something (POST, PUT, DELETE) must pass all of:
 
 * ``web.read_only`` is off;
 * it is not cross-site: a browser's ``Origin`` (or ``Sec-Fetch-Site``) must be
-  this server itself, and the body must be declared ``application/json`` - a
+  this server itself, and a body must be declared ``application/json`` - a
   plain HTML form cannot send that, and a script on another site cannot either
-  without a CORS pre-flight, which this server never grants;
+  without a CORS pre-flight, which this server never grants (a request without
+  a body, ``curl -X PUT .../pause``, needs no content type: browsers always send
+  ``Origin`` with one, which is checked);
 * on a loopback server, the ``Host`` is a loopback name (a web page that
   rebinds its own DNS name to 127.0.0.1 is refused);
 * the ``Authorization: Bearer <web.token>`` header matches, when a token is set;
@@ -53,7 +55,12 @@ def _host_name(host_header: str) -> str:
 
 
 def check_change(
-    web: WebSettings, method: str, headers: Mapping[str, str], scheme: str = "http"
+    web: WebSettings,
+    method: str,
+    headers: Mapping[str, str],
+    scheme: str = "http",
+    *,
+    has_body: bool = True,
 ) -> Refusal | None:
     """None when a request that changes something may go on; else why not."""
     if method.upper() in ("GET", "HEAD", "OPTIONS"):
@@ -69,7 +76,7 @@ def check_change(
     if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return Refusal(403, "cross-site request refused (Sec-Fetch-Site)")
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
+    if content_type != "application/json" and (has_body or content_type):
         return Refusal(415, "send the request with Content-Type: application/json")
     bound_loopback = is_loopback(web.host)
     if bound_loopback and not is_loopback(_host_name(host)):
