@@ -28,6 +28,7 @@ from etl.control.lease import Claim, KafkaLease, LeaseBook, holder_of
 from etl.control.log import Entry
 from etl.errors import RetriableError
 from etl.testing.settings import pipeline_settings
+from etl.testing.source_conformance import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,19 +183,6 @@ def abandon(lease: KafkaLease) -> None:
     assert lease._log is not None
     asyncio.ensure_future(lease._log.stop())
     lease_module._IN_USE.discard((lease.topic, lease.key))
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_one_claimant_holds_the_others_stand_by_a_release_hands_over() -> None:
