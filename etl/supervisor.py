@@ -62,6 +62,11 @@ class Pipeline(Protocol):
     def resume(self) -> None:
         """Fetch again after :meth:`pause`."""
 
+    def clear_halts(self) -> list[str]:
+        """Resume the partitions the ``stop`` policy halted, from their committed offsets;
+        their ``topic/partition`` keys ([] for a source or a pipeline whose clients are
+        closed: those are restarted instead)."""
+
     async def refresh_progress(self) -> None:
         """Update committed and end offsets for the status (lag)."""
 
@@ -176,7 +181,8 @@ class PipelineSupervisor(Service):
             if not isinstance(pipeline, Pipeline):
                 raise TypeError(
                     f"the {config.type!r} plugin made a {type(pipeline).__name__}, which lacks "
-                    "status, pause, resume or refresh_progress of etl.supervisor.Pipeline"
+                    "status, pause, resume, clear_halts or refresh_progress of "
+                    "etl.supervisor.Pipeline"
                 )
         except Exception as exc:
             text = self.redact(describe_error(exc))
@@ -251,6 +257,7 @@ class PipelineSupervisor(Service):
         """Resume a paused pipeline (by key or name); returns its key."""
         key = self.key_of(name)
         self.pipelines[key].resume()
+        self.pipelines[key].clear_halts()
         self.paused.discard(key)
         log.info("pipeline resumed pipeline=%s", key)
         return key

@@ -35,7 +35,9 @@ write in flight while the next records are polled and buffered.
 
 Under the stop rule (no error topic, no ``skip_error``, ``on_error: stop``) the
 batch says ``halt_on_failure``: nothing after a partition's first rejected
-record is written, and the pipeline halts with its offset before that record.
+record is written, and that partition halts with its offset before that record
+(its buffered records are dropped, to be read again after the resume); the
+other partitions are written and committed on (:mod:`etl.runtime.halts`).
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
 from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
-from etl.errors import FatalError, PipelineHalted, PipelineStopping, RecordError, RetriableError
+from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline
-from etl.runtime.policy import Backoff, apply_halt_cut, retry
+from etl.runtime.policy import Backoff, halt_partitions, retry
 
 log = logging.getLogger("etl.sink")
 
@@ -417,15 +419,20 @@ class SinkPipeline(ConsumerPipeline):
                     self.redact(describe_error(failure.error)),
                 )
             return
-        # Neither an error topic nor skip_error: stop before the first bad record of
-        # each partition. Records after it were not written (SinkBatch.halt_on_failure),
-        # or, by a sink that cannot hold them back, are overwritten when read again.
-        apply_halt_cut(commit, (_tp_offset(f.record) for f in failures))
-        worst = failures[0]
-        raise PipelineHalted(
-            f"sink write rejected {worst.record.topic}/{worst.record.partition}"
-            f"@{worst.record.offset}: {self.redact(describe_error(worst.error))}",
+        # Neither an error topic nor skip_error: each partition with a bad record halts
+        # before its first one. Records after it were not written
+        # (SinkBatch.halt_on_failure), or, by a sink that cannot hold them back, are
+        # overwritten when read again.
+        raise halt_partitions(
             commit,
+            (
+                (
+                    *_tp_offset(f.record),
+                    f"sink write rejected {coordinates(f.record)}: "
+                    f"{self.redact(describe_error(f.error))}",
+                )
+                for f in failures
+            ),
         )
 
     async def _dead_letter(self, failures: list[RecordFailure], commit: Commit) -> None:
@@ -453,10 +460,15 @@ class SinkPipeline(ConsumerPipeline):
                 continue
             self._dead_lettered(failure)
         if refused:
-            apply_halt_cut(commit, (_tp_offset(record) for record, _ in refused.values()))
-            first, reason = min(refused.values(), key=lambda item: item[0].offset)
-            raise PipelineHalted(
-                f"sink cannot dead-letter {coordinates(first)}: {self.redact(str(reason))}", commit
+            raise halt_partitions(
+                commit,
+                (
+                    (
+                        *_tp_offset(record),
+                        f"sink cannot dead-letter {coordinates(record)}: {self.redact(str(why))}",
+                    )
+                    for record, why in refused.values()
+                ),
             )
 
     async def _send_dead_letter(self, failure: RecordFailure) -> Any:

@@ -15,7 +15,7 @@ STATE_STYLES = {
     "running": "green",
     "paused": "yellow",
     "starting": "cyan",
-    "stopped": "bold red",
+    "halted": "bold red",
     "failed": "bold red",
     "load_error": "bold red",
     "finished": "dim",

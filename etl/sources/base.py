@@ -15,8 +15,8 @@ lifecycle, the same for every source:
   source, the worker keeps running;
 * **record errors**: a message the reader cannot build (``SourceBatch.dead``, which
   come after the batch's messages) or the broker refuses is dead-lettered under
-  ``continue``; under ``stop`` the source halts and its position stays before
-  that batch;
+  ``continue``; under ``stop`` the source halts as a whole (state ``halted``: it has
+  no partitions to halt one by one) and its position stays before that batch;
 * **pause / resume / status**, and **leadership** where a source must run once
   (:meth:`SourceRunner.leadership`);
 * **exactly-once** (``kafka.processing_guarantee: exactly_once``): a transactional
@@ -268,6 +268,11 @@ class SourceRunner(Service, Generic[C]):
         if self.status.state == State.PAUSED:
             self.status.state = State.RUNNING
 
+    def clear_halts(self) -> list[str]:
+        """A source has no partitions to resume: a halted source halts as a whole and is
+        restarted instead (by the supervisor). Always []."""
+        return []
+
     async def refresh_progress(self) -> None:
         """Update the status's progress (called before each status publication)."""
 
@@ -287,7 +292,7 @@ class SourceRunner(Service, Generic[C]):
         except PipelineStopping:
             pass
         except PipelineHalted as exc:
-            self._fail(State.STOPPED, exc.reason, "source halted by policy")
+            self._fail(State.HALTED, exc.reason, "source halted by policy")
         except (FatalError, GaveUp, ConfigurationError) as exc:
             self._fail(State.FAILED, str(exc), getattr(exc, "what", "source failed"))
         except Exception as exc:

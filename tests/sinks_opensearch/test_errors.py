@@ -84,7 +84,7 @@ async def test_stop_policy_halts_before_the_rejected_document(
     )
     async with running_sink(config, settings_for(kafka_bootstrap, uid)) as pipeline:
         await wait_until(
-            lambda: _state_is(pipeline, State.STOPPED), what="pipeline halted by policy"
+            lambda: _state_is(pipeline, State.HALTED), what="pipeline halted by policy"
         )
         assert pipeline.status.partitions[f"{topic}/0"].committed == 3
         assert "status 400" in (pipeline.status.error or "")
