@@ -50,14 +50,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
-from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
+from etl.deadletter import DeadLetterWriter
 from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline
+from etl.runtime.dead_letters import DeadLetterRouter, coordinates
 from etl.runtime.policy import Backoff, halt_partitions, retry
 
 log = logging.getLogger("etl.sink")
@@ -73,25 +73,8 @@ class RecordFailure:
     error: BaseException
 
 
-def unavailable(exc: BaseException) -> bool:
-    """True when a produce failed because the broker is unavailable (worth a retry)."""
-    if refused_as_record(exc):
-        return False
-    if isinstance(exc, KafkaError):  # aiokafka
-        return bool(getattr(exc, "retriable", False)) or isinstance(
-            exc, KafkaConnectionError | KafkaTimeoutError
-        )
-    # librdkafka's ProduceError without record_error: timed out, transport, leader moved.
-    return isinstance(exc, RetriableError) or hasattr(exc, "record_error")
-
-
 def _tp_offset(record: Any) -> tuple[TopicPartition, int]:
     return TopicPartition(record.topic, record.partition), record.offset
-
-
-def coordinates(record: Any) -> str:
-    """``topic/partition@offset`` of a record, for messages."""
-    return f"{record.topic}/{record.partition}@{record.offset}"
 
 
 def record_failure(record: Any, exc: BaseException) -> RecordFailure:
@@ -234,7 +217,7 @@ class SinkPipeline(ConsumerPipeline):
         )
         self.max_retries = config.max_retries
         self._buffers: dict[TopicPartition, _Buffer] = {}
-        self.dead_letters: DeadLetterWriter | None = None
+        self.dead_letters: DeadLetterRouter | None = None
         self.written = 0
         self.skipped = 0
         self._job: asyncio.Future[Commit] | None = None
@@ -246,11 +229,19 @@ class SinkPipeline(ConsumerPipeline):
     async def setup(self) -> None:
         errors = self.settings.errors
         dead_letter_topic = self.config.dead_letter_topic or errors.dead_letter_topic
-        self.dead_letters = DeadLetterWriter(
+        writer = DeadLetterWriter(
             self.producer,
             self.status.dead_letter_topic,
             self.redact,
             max_request_size=self.settings.kafka.max_request_size,
+        )
+        self.dead_letters = DeadLetterRouter(
+            writer,
+            pipeline=self.name,
+            status=self.status,
+            redact=self.redact,
+            backoff=lambda: Backoff.for_sink(self.config),
+            stopping=lambda: self.should_stop,
         )
         wanted = {dead_letter_topic: errors.dead_letter_partitions}
         if self.config.runtime_error_topic:
@@ -436,86 +427,26 @@ class SinkPipeline(ConsumerPipeline):
         )
 
     async def _dead_letter(self, failures: list[RecordFailure], commit: Commit) -> None:
-        """Send the failures to the error topic, in order.
-
-        Only the dead letters are retried (never the batch, whose rows are written) while
-        the broker is unavailable. A dead letter that cannot be written even in its
-        reduced form halts the pipeline at that record: its partition is committed up to
-        it, nothing past it, and nothing is written again.
-        """
-        sent = [(f, await self._send_dead_letter(f)) for f in failures]
-        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-        refused: dict[TopicPartition, tuple[Any, BaseException]] = {}
-        for (failure, _), result in zip(sent, results, strict=True):
-            if not isinstance(result, BaseException):
-                self._dead_lettered(failure)
-                continue
-            tp = TopicPartition(failure.record.topic, failure.record.partition)
-            if tp in refused:
-                continue  # read again after the halt: not dead-lettered twice
-            try:
-                await self._retrying(lambda f=failure: self._deliver(f), "dead letter")
-            except DeadLetterRefused as exc:
-                refused[tp] = (failure.record, exc)
-                continue
-            self._dead_lettered(failure)
-        if refused:
+        """Send the failures to the error topic (:mod:`etl.runtime.dead_letters`: only the
+        dead letters are retried while the broker is unavailable, never the written rows).
+        A partition whose dead letter cannot be written halts at that record: it is
+        committed up to it, nothing past it, and nothing is written again."""
+        router = self.dead_letters
+        assert router is not None
+        letters = [await router.send(f.record, self._stage(f), f.error) for f in failures]
+        settled = await router.settle(letters)
+        if settled.refused:
             raise halt_partitions(
                 commit,
                 (
-                    (
-                        *_tp_offset(record),
-                        f"sink cannot dead-letter {coordinates(record)}: {self.redact(str(why))}",
-                    )
-                    for record, why in refused.values()
+                    (*_tp_offset(letter.record), f"sink {router.halt_reason(letter, why)}")
+                    for letter, why in settled.refused
                 ),
             )
-
-    async def _send_dead_letter(self, failure: RecordFailure) -> Any:
-        """The dead letter's future (an exception stands in for one that could not be queued)."""
-        assert self.dead_letters is not None
-        try:
-            return await self.dead_letters.send(
-                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
-            )
-        except Exception as exc:  # looked at again, one by one, in _deliver
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-            return future
-
-    async def _deliver(self, failure: RecordFailure) -> None:
-        """One dead letter, acknowledged; an unavailable broker is a RetriableError, a
-        letter refused for any other reason a DeadLetterRefused."""
-        assert self.dead_letters is not None
-        try:
-            await self.dead_letters.deliver(
-                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
-            )
-        except DeadLetterRefused:
-            raise
-        except Exception as exc:
-            if unavailable(exc):
-                raise RetriableError(describe_error(exc)) from exc
-            raise DeadLetterRefused(
-                f"dead letter of {coordinates(failure.record)} refused: {describe_error(exc)}"
-            ) from exc
 
     @staticmethod
     def _stage(failure: RecordFailure) -> str:
         return failure.error.stage if isinstance(failure.error, RecordError) else "sink"
-
-    def _dead_lettered(self, failure: RecordFailure) -> None:
-        text = self.redact(describe_error(failure.error))
-        self.status.dead_lettered += 1
-        self.status.error = text
-        log.warning(
-            "record sent to error topic sink=%s topic=%s partition=%d offset=%d error=%r",
-            self.name,
-            failure.record.topic,
-            failure.record.partition,
-            failure.record.offset,
-            text,
-        )
 
 
 def sink_pipeline_factory(sink_class: type[Sink[Any]]) -> type[SinkPipeline]:

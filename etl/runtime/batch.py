@@ -9,7 +9,6 @@ sides write, a record's fate under a time limit, goes through
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
@@ -98,13 +97,21 @@ class Job:
         self.failed.append((index, stage, exc))
         return False
 
-    def halt_at(self, tp: TopicPartition, message: Any, stage: str, exc: BaseException) -> None:
+    def halt_at(
+        self,
+        tp: TopicPartition,
+        message: Any,
+        stage: str,
+        exc: BaseException,
+        reason: str | None = None,
+    ) -> None:
         """``tp`` halts at ``message`` (its earliest bad record wins): nothing at or past
         it is committed."""
         offset = message.offset()
         current = self.halts.get(tp)
         if current is None or offset < current.offset:
-            self.halts[tp] = PartitionHalt(offset, self.pipeline._halt_reason(message, stage, exc))
+            why = reason or self.pipeline._halt_reason(message, stage, exc)
+            self.halts[tp] = PartitionHalt(offset, why)
         safe = self.commit.get(tp)
         if safe is None or safe > offset:
             self.commit[tp] = offset
@@ -183,17 +190,6 @@ def produce_failure(exc: BaseException, topic: str) -> BaseException:
     if isinstance(exc, RECORD_PRODUCE_ERRORS | OverflowError):
         return exc
     raise exc
-
-
-async def outcome_of(letter: asyncio.Future[Any] | None) -> BaseException | None:
-    """None when the dead letter was acknowledged, else why not."""
-    if letter is None:
-        return RuntimeError("dead letter could not be queued")
-    try:
-        await letter
-    except Exception as exc:
-        return exc
-    return None
 
 
 def user_code_location(exc: BaseException, path: str) -> str | None:

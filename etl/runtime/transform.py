@@ -46,7 +46,6 @@ from etl.runtime.batch import (
     Job,
     KnownBad,
     absorb,
-    outcome_of,
     produce_failure,
     source_of,
     user_code_location,
@@ -57,14 +56,14 @@ from etl.runtime.consumer import (
     ConsumerPipeline,
     worker_identity,
 )
+from etl.runtime.dead_letters import DeadLetterRouter, Letter
 from etl.runtime.native import (
     NativeProducer,
-    ProduceError,
     is_record_error,
     produce_error,
     to_record,
 )
-from etl.runtime.policy import resolve_policy
+from etl.runtime.policy import Backoff, resolve_policy
 from etl.runtime.usercode import (
     CallTimes,
     TransformTimeout,
@@ -100,7 +99,7 @@ class TransformPipeline(ConsumerPipeline):
         )
         self.spec = spec
         self._next_spec: TransformSpec | None = None
-        self.dead_letters: DeadLetterWriter | None = None
+        self.dead_letters: DeadLetterRouter | None = None
         #: Source offsets whose outputs were all acknowledged in a batch that is
         #: being retried: skipped when it is read again (no repeated output).
         self._acked: dict[TopicPartition, set[int]] = {}
@@ -173,7 +172,14 @@ class TransformPipeline(ConsumerPipeline):
     async def setup(self) -> None:
         kafka = self.settings.kafka
         dead_letter_topic = self.spec.dead_letter_topic or self.settings.errors.dead_letter_topic
-        self.dead_letters = DeadLetterWriter(self.producer, dead_letter_topic, self.redact)
+        self.dead_letters = DeadLetterRouter(
+            DeadLetterWriter(self.producer, dead_letter_topic, self.redact),
+            pipeline=self.name,
+            status=self.status,
+            redact=self.redact,
+            backoff=lambda: Backoff(max_retries=self.max_retries),
+            stopping=lambda: self.should_stop,
+        )
         self.status.dead_letter_topic = dead_letter_topic
         existing = await topic_partitions(kafka, [self.spec.source_topic, self.spec.target_topic])
         wanted: dict[str, int] = {}
@@ -250,9 +256,7 @@ class TransformPipeline(ConsumerPipeline):
         target = self.spec.target_topic
         producer = self.producer
         sources, outputs, commit = job.sources, job.outputs, job.commit
-        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
-        for index, stage, failure in job.failed:
-            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
+        letters = [await self._dead_letter(job, i, stage, exc) for i, stage, exc in job.failed]
 
         await producer.wait_all(stopping=lambda: self.should_stop)
 
@@ -270,24 +274,20 @@ class TransformPipeline(ConsumerPipeline):
         if retry is not None:
             # The broker or the connection failed: nothing is committed; the batch is
             # read again, skipping the records whose outputs are already acknowledged.
-            self._remember_acked(sources, lost | {i for i, _ in letters})
+            self._remember_acked(sources, lost | {letter.tag for letter in letters})
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         for index, failure in sorted(bad.items()):
             if job.stop:
                 tp, message = sources[index]
                 job.halt_at(tp, message, "produce", failure)
                 continue
-            letters.append((index, await self._dead_letter(sources[index][1], "produce", failure)))
-        for index, letter in letters:
-            outcome = await outcome_of(letter)
-            if outcome is None:
-                continue
-            if isinstance(outcome, ProduceError) and not outcome.record_error:
-                self._remember_acked(sources, lost | {i for i, _ in letters})
-                raise RetriableError(f"dead letter failed: {outcome}") from outcome
+            letters.append(await self._dead_letter(job, index, "produce", failure))
+        # The outputs are written: a dead letter the broker did not take is retried alone.
+        assert self.dead_letters is not None
+        for letter, why in (await self.dead_letters.settle(letters)).refused:
             # A dead letter that cannot be written at all: its partition halts before it.
-            tp, message = sources[index]
-            job.halt_at(tp, message, "dead-letter", outcome)
+            tp, message = sources[letter.tag]
+            job.halt_at(tp, message, "dead-letter", why, self.dead_letters.halt_reason(letter, why))
 
         self._acked = {}
         self.status.produced += len(outputs) - len(lost)
@@ -333,9 +333,7 @@ class TransformPipeline(ConsumerPipeline):
         target = self.spec.target_topic
         producer = self.producer
         sources, outputs, commit = job.sources, job.outputs, job.commit
-        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
-        for index, stage, failure in job.failed:
-            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
+        letters = [await self._dead_letter(job, i, stage, exc) for i, stage, exc in job.failed]
 
         await producer.wait_all(stopping=lambda: self.should_stop)
 
@@ -350,15 +348,13 @@ class TransformPipeline(ConsumerPipeline):
                 bad.setdefault(index, KnownBad("produce", error, False))
             else:
                 retry = retry or produce_error(kafka_error, record_error=False)
-        for index, letter in letters:
-            outcome = await outcome_of(letter)
-            if outcome is None:
-                continue
-            if isinstance(outcome, ProduceError) and not outcome.record_error:
-                retry = retry or outcome
-            else:
-                # The dead letter cannot be written at all: halt before its record.
-                bad[index] = KnownBad("dead-letter", outcome, True)
+        # In a transaction nothing is sent again: a failed dead letter dooms it.
+        assert self.dead_letters is not None
+        settled = await self.dead_letters.settle(letters, retry_alone=False)
+        retry = retry or settled.unavailable
+        for letter, why in settled.refused:
+            # The dead letter cannot be written at all: its partition halts before it.
+            bad[letter.tag] = KnownBad("dead-letter", why, True)
         if retry is not None:
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         if bad:
@@ -616,35 +612,13 @@ class TransformPipeline(ConsumerPipeline):
             f"{type(exc).__name__}: {self.redact(str(exc))}"
         )
 
-    async def _dead_letter(
-        self, message: Any, stage: str, exc: BaseException
-    ) -> asyncio.Future[Any] | None:
-        """Queue the dead letter of ``message``; None if it could not even be queued."""
+    async def _dead_letter(self, job: Job, index: int, stage: str, exc: BaseException) -> Letter:
+        """Queue the dead letter of the batch's record ``index`` (with the user code's line)."""
         assert self.dead_letters is not None
-        record = to_record(message)
-        self.status.dead_lettered += 1
-        text = self.redact(f"{type(exc).__name__}: {exc}")
+        record = to_record(job.sources[index][1])
         where = user_code_location(exc, str(self.spec.path)) if stage == "transform" else None
         extra = {"etl.exception.location": where} if where else None
-        self.status.error = f"{stage} {record.topic}/{record.partition}@{record.offset}: {text}"
-        log.warning(
-            "message dead-lettered pipeline=%s stage=%s topic=%s partition=%d offset=%d error=%r%s",
-            self.name,
-            stage,
-            record.topic,
-            record.partition,
-            record.offset,
-            text,
-            f" at={where}" if where else "",
-        )
-        try:
-            return await self.dead_letters.send(
-                record, pipeline=self.name, stage=stage, exc=exc, extra=extra
-            )
-        except Exception as error:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(error)
-            return failed
+        return await self.dead_letters.send(record, stage, exc, extra=extra, tag=index)
 
 
 async def ensure_dead_letter_topic(settings: Any, topic: str | None = None) -> None:

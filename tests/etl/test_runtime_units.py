@@ -19,6 +19,8 @@ from etl.deadletter import DeadLetterWriter
 from etl.errors import RetriableError
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+from etl.runtime.dead_letters import DeadLetterRouter
+from etl.runtime.policy import Backoff
 from etl.runtime.status import State
 from etl.runtime.transform import TransformPipeline
 from etl.supervisor import PipelineSupervisor
@@ -106,7 +108,14 @@ def transform_pipeline(deal_message: Any, policy: str = "continue") -> Transform
     pipeline = TransformPipeline(spec, settings=ETLSettings())
     producer = FakeProducer()
     pipeline.producer = producer
-    pipeline.dead_letters = DeadLetterWriter(producer, "dlq", Redactor())
+    pipeline.dead_letters = DeadLetterRouter(
+        DeadLetterWriter(producer, "dlq", Redactor()),
+        pipeline="t",
+        status=pipeline.status,
+        redact=Redactor(),
+        backoff=lambda: Backoff(first=0.01, ceiling=0.01),
+        stopping=lambda: False,
+    )
     return pipeline
 
 
