@@ -18,9 +18,10 @@ branch                      what the runner does
                             *failed*, nothing past the last commit is committed
 :class:`RecordError`        one record: dead letter, skip or stop by the
                             pipeline's rules; never retried, never a crash
-:class:`BackpressureError`  the destination asks for a pause: the partitions
-                            pause for ``retry_after`` seconds and the batch is
-                            read again; not an error in the status
+:class:`BackpressureError`  the destination asks for a pause: wait
+                            ``retry_after`` seconds, then write again (a sink's
+                            write) or read the batch again (fetching paused);
+                            never counted as a retry, not an error in the status
 :class:`PipelineHalted`     the ``stop`` rule: commit what is safe; the
                             partitions it names (``partitions``) halt at their
                             bad record, the others go on (a source, which has
@@ -140,7 +141,8 @@ class PipelineHalted(ETLError):
         given); ``commit`` is what is safe to commit on every partition."""
         first = next(iter(partitions.values()))
         more = len(partitions) - 1
-        reason = f"{first.reason} (and {more} more partitions halted)" if more else first.reason
+        others = f"{more} other partition{'s' if more > 1 else ''}"
+        reason = f"{first.reason} (and {others} halted)" if more else first.reason
         return cls(reason, commit, partitions=partitions)
 
 

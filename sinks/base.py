@@ -53,7 +53,13 @@ from aiokafka import TopicPartition
 
 from etl.config import ETLSettings, SinkConfigBase
 from etl.deadletter import DeadLetterWriter
-from etl.errors import FatalError, PipelineStopping, RecordError, RetriableError
+from etl.errors import (
+    BackpressureError,
+    FatalError,
+    PipelineStopping,
+    RecordError,
+    RetriableError,
+)
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline
@@ -373,6 +379,15 @@ class SinkPipeline(ConsumerPipeline):
         """``call()`` under the sink's back-off (:func:`etl.runtime.policy.retry`)."""
 
         def note(attempt: int, exc: BaseException, delay: float) -> None:
+            if isinstance(exc, BackpressureError):
+                # The destination asked for a pause: not a failure, not an attempt.
+                log.info(
+                    "sink %s paused, the destination is busy sink=%s retry_in=%.2fs",
+                    what,
+                    self.name,
+                    delay,
+                )
+                return
             text = self.redact(describe_error(exc))
             self.status.error = f"{what} retrying: {text}"
             log.warning(

@@ -130,6 +130,7 @@ async def retry(
     stopping: Callable[[], bool],
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     only: type[RetriableError] = RetriableError,
+    pauses: type[BackpressureError] | None = BackpressureError,
 ) -> T:
     """Run operation; on RetriableError (the destination is unavailable) wait and run it again.
 
@@ -142,7 +143,8 @@ async def retry(
     its ``retry_after`` and runs the operation again without counting an attempt; a
     RetriableError's ``retry_after`` hint lengthens its wait up to the ceiling.
 
-    ``only`` narrows what is retried here to one kind of RetriableError; the others
+    ``only`` narrows what is retried here to one kind of RetriableError, and ``pauses``
+    what is paused for here to one kind of BackpressureError (None: none); the others
     propagate at once, to the retry that owns them (e.g. a request retried ``retries``
     times inside a write, while an unreachable server retries the whole write).
     """
@@ -150,6 +152,8 @@ async def retry(
         try:
             result = await operation()
         except BackpressureError as exc:
+            if pauses is None or not isinstance(exc, pauses):
+                raise
             if on_retry is not None:
                 on_retry(backoff.attempts, exc, exc.retry_after)
             if not await wait_unless_stopping(exc.retry_after, stopping):
