@@ -622,10 +622,9 @@ class ConsumerPipeline(Service):
             return
         for tp in assigned:
             progress = self._progress(tp)
-            # Some brokers report the end as the start of the last record batch + 1;
-            # the fetch high-water mark seen by this consumer is never below the truth.
-            known = [v for v in (ends.get(tp), consumer.highwater(tp)) if v is not None]
-            progress.end = max(known) if known else None
+            # end_offsets already takes the fetch high-water mark into account (some
+            # brokers report the start of the last record batch + 1).
+            progress.end = ends.get(tp)
             if progress.committed is None:
                 try:
                     progress.committed = await consumer.committed(tp)

@@ -1,17 +1,27 @@
 """HTTP API and status page on the worker's Faust web server.
 
-Routes (all JSON unless noted):
+Routes (all JSON unless noted; ``NAME`` is ``kind:name`` or a bare name):
 
-* ``GET /etl/`` - the status page (HTML, draws lag charts from the two routes below)
-* ``GET /etl/status/`` - worker and every pipeline, with rates and lag
+* ``GET /etl/`` - the status page (HTML)
+* ``GET /etl/status/`` - every pipeline of the cluster with lag per partition and
+  its owning worker, and the worker list (``?scope=local``: this worker only)
+* ``GET /etl/workers/`` - the cluster's workers
 * ``GET /etl/history/?since=EPOCH`` - lag per partition over the last minutes
-* ``GET /etl/pipelines/`` and ``GET /etl/pipelines/{name}/`` - list and detail
-* ``POST /etl/pipelines/{name}/pause/`` and ``.../resume/``
+* ``GET /etl/pipelines/`` and ``GET /etl/pipelines/NAME/`` - list and detail
+* ``GET /etl/pipelines/NAME/config/`` - configuration (secrets redacted), file, group
+* ``GET /etl/pipelines/NAME/logs/?lines=N`` - this worker's recent lines of it
+* ``GET /etl/pipelines/NAME/offsets/`` - committed, log start, end, lag per partition
+* ``POST /etl/pipelines/NAME/offsets/`` - reset (body: see :func:`_reset_target`)
+* ``POST /etl/pipelines/NAME/pause/``, ``resume/``, ``stop/``, ``restart/`` - on
+  every worker of the cluster
 * ``GET /metrics`` - Prometheus text format
+
+Every request that changes something passes :mod:`etl.web.guard` first.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
@@ -19,8 +29,10 @@ from faust import web
 
 from etl.ops.history import SAMPLE_INTERVAL, StatusHistory
 from etl.ops.metrics import CONTENT_TYPE, render_metrics
+from etl.web.guard import check_change
 
-STARTING: dict[str, Any] = {"worker": {"state": "starting"}, "pipelines": []}
+STARTING: dict[str, Any] = {"worker": {"state": "starting"}, "workers": [], "pipelines": []}
+ACTIONS = ("pause", "resume", "stop", "restart")
 
 
 def status_page() -> str:
@@ -32,13 +44,18 @@ def register_views(app: Any) -> None:
     """Add the ETL routes and the status sampler to the app."""
     history = StatusHistory()
     app.etl_history = history
+    settings = app.etl_settings
 
     def supervisor() -> Any:
         return getattr(app, "etl_supervisor", None)
 
-    def snapshot() -> dict[str, Any]:
+    def snapshot(scope: str = "cluster") -> dict[str, Any]:
         sup = supervisor()
-        return STARTING if sup is None else history.enrich(sup.snapshot())
+        if sup is None:
+            return STARTING
+        if scope == "local":
+            return dict(sup.snapshot())
+        return history.enrich(sup.cluster_snapshot())
 
     def find(name: str) -> dict[str, Any] | None:
         for item in snapshot()["pipelines"]:
@@ -46,11 +63,23 @@ def register_views(app: Any) -> None:
                 return item
         return None
 
+    def refused(view: web.View, request: web.Request) -> web.Response | None:
+        return refusal_response(view, request, settings.web)
+
+    async def body(request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
+        return data
+
     @app.timer(SAMPLE_INTERVAL)
     async def sample_status() -> None:
         sup = supervisor()
         if sup is not None:
-            history.add(sup.snapshot())
+            history.add(sup.cluster_snapshot())
 
     @app.page("/etl/", name="etl_page")
     class StatusPage(web.View):
@@ -60,7 +89,12 @@ def register_views(app: Any) -> None:
     @app.page("/etl/status/", name="etl_status")
     class StatusView(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            return self.json(snapshot())
+            return self.json(snapshot(request.query.get("scope", "cluster")))
+
+    @app.page("/etl/workers/", name="etl_workers")
+    class WorkersView(web.View):
+        async def get(self, request: web.Request) -> web.Response:
+            return self.json({"workers": snapshot().get("workers", [])})
 
     @app.page("/etl/history/", name="etl_history")
     class HistoryView(web.View):
@@ -81,7 +115,7 @@ def register_views(app: Any) -> None:
         async def get(self, request: web.Request, name: str) -> web.Response:
             item = find(name)
             if item is None:
-                return self.error(404, f"no pipeline {name!r} in this worker")
+                return self.error(404, f"no pipeline {name!r} in this cluster")
             lags = history.series()
             return self.json(
                 {
@@ -93,28 +127,145 @@ def register_views(app: Any) -> None:
                 }
             )
 
+    @app.page("/etl/pipelines/{name}/config/", name="etl_pipeline_config")
+    class PipelineConfig(web.View):
+        async def get(self, request: web.Request, name: str) -> web.Response:
+            sup = supervisor()
+            if sup is None:
+                return self.error(503, "the worker is starting")
+            try:
+                return self.json(sup.details(name))
+            except KeyError as exc:
+                return self.error(404, exc.args[0])
+
+    @app.page("/etl/pipelines/{name}/logs/", name="etl_pipeline_logs")
+    class PipelineLogsView(web.View):
+        async def get(self, request: web.Request, name: str) -> web.Response:
+            sup = supervisor()
+            if sup is None:
+                return self.error(503, "the worker is starting")
+            try:
+                key = sup.resolve(name)
+                lines = int(request.query.get("lines", 100))
+            except KeyError as exc:
+                return self.error(404, exc.args[0])
+            except ValueError:
+                return self.error(400, "lines: expected a number")
+            return self.json(
+                {"pipeline": key, "worker": sup.worker_id, "lines": sup.logs.recent(key, lines)}
+            )
+
+    @app.page("/etl/pipelines/{name}/offsets/", name="etl_pipeline_offsets")
+    class PipelineOffsets(web.View):
+        async def get(self, request: web.Request, name: str) -> web.Response:
+            from etl.ops.reset import ResetRefused, show_offsets
+
+            sup = supervisor()
+            if sup is None:
+                return self.error(503, "the worker is starting")
+            try:
+                key = sup.resolve(name)
+                return self.json(await show_offsets(sup.settings, sup.control, key))
+            except KeyError as exc:
+                return self.error(404, exc.args[0])
+            except ResetRefused as exc:
+                return self.error(409, str(exc))
+
+        async def post(self, request: web.Request, name: str) -> web.Response:
+            from etl.ops.reset import ResetRefused, reset_offsets
+
+            denied = refused(self, request)
+            if denied is not None:
+                return denied
+            sup = supervisor()
+            if sup is None:
+                return self.error(503, "the worker is starting")
+            try:
+                key = sup.resolve(name)
+                data = await body(request)
+                target = _reset_target(data, sup, key)
+                result = await reset_offsets(
+                    sup.settings,
+                    sup.control,
+                    key,
+                    target,
+                    dry_run=bool(data.get("dry_run")),
+                    stop=bool(data.get("stop")),
+                )
+            except KeyError as exc:
+                return self.error(404, exc.args[0])
+            except (ValueError, ResetRefused) as exc:
+                return self.error(409 if isinstance(exc, ResetRefused) else 400, str(exc))
+            return self.json(result)
+
     def control(action: str) -> type[web.View]:
         class PipelineControl(web.View):
             async def post(self, request: web.Request, name: str) -> web.Response:
+                denied = refused(self, request)
+                if denied is not None:
+                    return denied
                 sup = supervisor()
-                if sup is None:
+                if sup is None or not sup.control.started:
                     return self.error(503, "the worker is starting")
                 try:
-                    key = getattr(sup, action)(name)
+                    key = await sup.request(name, action)
                 except KeyError as exc:
                     return self.error(404, exc.args[0])
                 item = find(key) or {}
-                return self.json({"pipeline": key, "action": action, "state": item.get("state")})
+                return self.json(
+                    {
+                        "pipeline": key,
+                        "action": action,
+                        "state": item.get("state"),
+                        "desired": item.get("desired"),
+                        "workers": item.get("workers", []),
+                    }
+                )
 
         PipelineControl.__name__ = f"Pipeline{action.title()}"
         return PipelineControl
 
-    for action in ("pause", "resume"):
+    for action in ACTIONS:
         app.page(f"/etl/pipelines/{{name}}/{action}/", name=f"etl_{action}")(control(action))
+
+    from etl.web.connectors_api import register_connector_views
+
+    register_connector_views(
+        app, supervisor, lambda view, request: refusal_response(view, request, settings.web)
+    )
 
     @app.page("/metrics", name="etl_metrics")
     class MetricsView(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            sup = supervisor()
-            text = render_metrics(STARTING if sup is None else sup.snapshot())
+            text = render_metrics(snapshot())
             return self.text(text, content_type=CONTENT_TYPE)
+
+
+def refusal_response(view: web.View, request: web.Request, settings: Any) -> web.Response | None:
+    """The error answer for a change :mod:`etl.web.guard` refuses, else None."""
+    problem = check_change(
+        settings,
+        request.method,
+        request.headers,
+        getattr(request, "scheme", "http"),
+        has_body=bool(getattr(request, "body_exists", True)),
+    )
+    return None if problem is None else view.error(problem.status, problem.message)
+
+
+def _reset_target(data: dict[str, Any], sup: Any, key: str) -> Any:
+    """``{"to": "earliest" | "latest"}``, ``{"to_time": "..." | epoch_ms}`` or
+    ``{"to_offsets": ["P:O" | "TOPIC:P:O", ...]}``, plus ``dry_run`` and ``stop``."""
+    from etl.ops.messages import parse_time
+    from etl.ops.reset import ResetTarget, pipeline_item
+
+    if data.get("to") in ("earliest", "latest"):
+        return ResetTarget(str(data["to"]))
+    if data.get("to_time") is not None:
+        return ResetTarget("time", time_ms=parse_time(str(data["to_time"])))
+    if data.get("to_offsets"):
+        topics = [t for t in str(pipeline_item(sup.control, key).get("source", "")).split(",") if t]
+        return ResetTarget.parse_offsets([str(s) for s in data["to_offsets"]], topics)
+    raise ValueError(
+        'say where to: {"to": "earliest"|"latest"}, {"to_time": T} or {"to_offsets": [...]}'
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from etl.embedded import EmbeddedBroker, free_port
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
 from etl.testing.kcat import kcat_consume, kcat_produce
-from etl.testing.worker import WorkerProcess, suffix_transform, write_config
+from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
 
@@ -195,12 +194,6 @@ def stopper(source: str, target: str, *, fixed: bool = False) -> str:
     return STOPPER.format(source=source, target=target, on_poison=on_poison)
 
 
-def post(url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
-
-
 def halts_logged(worker: WorkerProcess) -> int:
     return worker.log().count("partition halted by policy pipeline=stopper")
 
@@ -255,10 +248,11 @@ def test_stop_policy_halts_the_partition_of_the_bad_message_and_the_others_go_on
         assert sorted(r.value for r in other) == [b"xValueSuffix", b"yValueSuffix"]
         assert halts_logged(worker) == 1
         # A resume reads the partition again from the bad record: still bad, halted again.
-        assert post(resume_url)["pipeline"] == "transform:stopper"
+        assert post_json(resume_url)["pipeline"] == "transform:stopper"
         worker.wait_for(lambda w: halts_logged(w) == 2, 30, "halted again after the resume")
         assert "halts cleared pipeline=stopper" in worker.log()
-        assert (halted_at(worker) or {}).get("partitions", {})[f"{source}/1"]["committed"] == 2
+        worker.wait_for(lambda w: halted_at(w) is not None, 30, "the status says halted again")
+        assert (halted_at(worker) or {})["partitions"][f"{source}/1"]["committed"] == 2
     out = asyncio.run(read_all(kafka_bootstrap, target))
     values = [r.value.decode() for r in out]
     assert sorted(values) == sorted(

@@ -7,7 +7,6 @@ import asyncio
 import functools
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all
 from etl.testing.kcat import kcat_produce
-from etl.testing.worker import WorkerProcess, write_config
+from etl.testing.worker import WorkerProcess, post_json, write_config
 from tests.sinks.sqlharness import SqlTarget, as_json, unique_table
 from tests.sinks.test_sql_formats import BAD_EXAMPLE, fixed_table, flatten_table
 
@@ -238,10 +237,7 @@ def test_a_rejected_row_halts_its_partition_the_others_flow_and_resume_writes_it
         wait(lambda: committed() == {f"{topic}/0": 1, f"{topic}/1": 5}, worker, what="commits")
         # The table gets the column the bad row needs; the operator resumes the sink.
         pg_target.execute(f"ALTER TABLE {pg_target.q(table)} ADD COLUMN extendinfos JSONB")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/etl/pipelines/halting/resume/", data=b"", method="POST"
-        )
-        urllib.request.urlopen(request, timeout=10).close()
+        post_json(f"http://127.0.0.1:{port}/etl/pipelines/halting/resume/")
         wait(lambda: len(ids()) == 8, worker, what="the halted partition written")
         wait(lambda: status().get("state") == "running", worker, what="running again")
         assert status()["halted"] == {}

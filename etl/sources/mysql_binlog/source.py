@@ -46,6 +46,7 @@ from etl.sources.mysql_binlog.position import BinlogPosition
 from etl.sources.mysql_binlog.preflight import PreflightError, ServerInfo, run_preflight
 from etl.sources.mysql_binlog.progress import BinlogProgress
 from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged
+from etl.sources.mysql_binlog.reset import position_for as binlog_position_for
 from etl.sources.mysql_binlog.start import plan_start
 
 log = logging.getLogger("etl.source.mysql_binlog")
@@ -208,6 +209,8 @@ class MySQLBinlogSource(SourceRunner[MySQLBinlogSourceConfig]):
     """Publishes a MySQL/MariaDB database's row changes to Kafka (one topic per table)."""
 
     lock_interval = LOCK_INTERVAL
+    #: ``etl offsets reset SOURCE --to-position now|FILE:POS`` (etl.ops.reset).
+    position_for = staticmethod(binlog_position_for)
 
     def __init__(
         self,
