@@ -22,7 +22,7 @@ async def sink_rate(
             await asyncio.sleep(0.005)
         started = time.perf_counter()
         while pipeline.written < messages:
-            if pipeline.status.state.value in ("failed", "stopped"):
+            if pipeline.status.state.value in ("failed", "halted"):
                 raise RuntimeError(f"sink failed: {pipeline.status.error}")
             await asyncio.sleep(poll)
         return messages / (time.perf_counter() - started)

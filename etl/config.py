@@ -145,7 +145,8 @@ class ErrorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: continue: log, dead-letter, go on; stop: halt that pipeline, commit nothing past it.
+    #: continue: log, dead-letter, go on; stop: halt the bad record's partition (a source:
+    #: the source), commit nothing past it.
     policy: ErrorPolicy = "continue"
     dead_letter_topic: str = Field(default="etl-dead-letter", pattern=NAME_PATTERN)
     #: Partitions of the dead-letter topic when it is created.

@@ -18,11 +18,14 @@ branch                      what the runner does
                             *failed*, nothing past the last commit is committed
 :class:`RecordError`        one record: dead letter, skip or stop by the
                             pipeline's rules; never retried, never a crash
-:class:`BackpressureError`  the destination asks for a pause: the partitions
-                            pause for ``retry_after`` seconds and the batch is
-                            read again; not an error in the status
-:class:`PipelineHalted`     the ``stop`` rule: commit what is safe, stop this
-                            pipeline only
+:class:`BackpressureError`  the destination asks for a pause: wait
+                            ``retry_after`` seconds, then write again (a sink's
+                            write) or read the batch again (fetching paused);
+                            never counted as a retry, not an error in the status
+:class:`PipelineHalted`     the ``stop`` rule: commit what is safe; the
+                            partitions it names (``partitions``) halt at their
+                            bad record, the others go on (a source, which has
+                            no partitions, halts as a whole)
 :class:`PipelineStopping`   the worker stops while a write still fails: give
                             up, commit nothing
 ==========================  ====================================================
@@ -33,8 +36,8 @@ outer retry loop must not retry what an inner one gave up on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from etl.runtime.status import State
 
@@ -99,21 +102,48 @@ class GaveUp(ETLError):
         super().__init__(f"{text}: {reason}" if reason else text)
 
 
+class PartitionHalt(NamedTuple):
+    """Where one partition halts under the ``stop`` rule: its first bad record, and why."""
+
+    offset: int
+    reason: str
+
+
 class PipelineHalted(ETLError):
-    """The ``stop`` rule: commit ``commit`` (``{partition: next offset}``), then stop.
+    """The ``stop`` rule: commit ``commit`` (``{partition: next offset}``), then halt.
 
     Raised by a pipeline's ``process`` (transform, sink) or a source; nothing at or past
     a partition's first bad record is in ``commit`` (see :func:`etl.runtime.policy.halt_cut`).
+    ``partitions`` names the partitions that halt, each at its bad record
+    (:meth:`at_partitions`): the runner halts those and goes on with the others. Without
+    ``partitions`` (a source, a sink that raises it itself) the whole pipeline halts.
     """
 
     def __init__(
-        self, reason: str, commit: dict[Any, int] | None = None, state: State = State.STOPPED
+        self,
+        reason: str,
+        commit: dict[Any, int] | None = None,
+        state: State = State.HALTED,
+        partitions: Mapping[Any, PartitionHalt] | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.commit: dict[Any, int] = commit or {}
         #: The pipeline's state after the halt (``failed`` when it cannot go on by itself).
         self.state = state
+        self.partitions: dict[Any, PartitionHalt] = dict(partitions or {})
+
+    @classmethod
+    def at_partitions(
+        cls, partitions: Mapping[Any, PartitionHalt], commit: dict[Any, int]
+    ) -> PipelineHalted:
+        """These partitions halt, each at its bad record (the reason names the first one
+        given); ``commit`` is what is safe to commit on every partition."""
+        first = next(iter(partitions.values()))
+        more = len(partitions) - 1
+        others = f"{more} other partition{'s' if more > 1 else ''}"
+        reason = f"{first.reason} (and {others} halted)" if more else first.reason
+        return cls(reason, commit, partitions=partitions)
 
 
 class PipelineStopping(ETLError):

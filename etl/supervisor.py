@@ -81,6 +81,11 @@ class Pipeline(Protocol):
     def resume(self) -> None:
         """Fetch again after :meth:`pause`."""
 
+    def clear_halts(self) -> list[str]:
+        """Resume the partitions the ``stop`` policy halted, from their committed offsets;
+        their ``topic/partition`` keys ([] for a source or a pipeline whose clients are
+        closed: those are restarted instead)."""
+
     async def refresh_progress(self) -> None:
         """Update committed and end offsets for the status (lag)."""
 
@@ -308,7 +313,8 @@ class PipelineSupervisor(Service):
             if not isinstance(pipeline, Pipeline):
                 raise TypeError(
                     f"the {config.type!r} plugin made a {type(pipeline).__name__}, which lacks "
-                    "status, pause, resume or refresh_progress of etl.supervisor.Pipeline"
+                    "status, pause, resume, clear_halts or refresh_progress of "
+                    "etl.supervisor.Pipeline"
                 )
         except Exception as exc:
             text = self.redact(describe_error(exc))
@@ -510,8 +516,7 @@ class PipelineSupervisor(Service):
         if pipeline is None or pipeline.status.state == State.STOPPED or not request:
             return
         if request.get("broken_only"):
-            clear = getattr(pipeline, "clear_halts", None)
-            resumed = clear() if callable(clear) else []
+            resumed = pipeline.clear_halts()
             if resumed:
                 log.info("halted partitions resumed pipeline=%s partitions=%s", key, resumed)
             if str(pipeline.status.state) not in ("failed", "halted") or resumed:

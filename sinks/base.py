@@ -35,7 +35,9 @@ write in flight while the next records are polled and buffered.
 
 Under the stop rule (no error topic, no ``skip_error``, ``on_error: stop``) the
 batch says ``halt_on_failure``: nothing after a partition's first rejected
-record is written, and the pipeline halts with its offset before that record.
+record is written, and that partition halts with its offset before that record
+(its buffered records are dropped, to be read again after the resume); the
+other partitions are written and committed on (:mod:`etl.runtime.halts`).
 """
 
 from __future__ import annotations
@@ -48,15 +50,21 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from etl.config import ETLSettings, SinkConfigBase
-from etl.deadletter import DeadLetterRefused, DeadLetterWriter, refused_as_record
-from etl.errors import FatalError, PipelineHalted, PipelineStopping, RecordError, RetriableError
+from etl.deadletter import DeadLetterWriter
+from etl.errors import (
+    BackpressureError,
+    FatalError,
+    PipelineStopping,
+    RecordError,
+    RetriableError,
+)
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline
-from etl.runtime.policy import Backoff, apply_halt_cut, retry
+from etl.runtime.dead_letters import DeadLetterRouter, coordinates
+from etl.runtime.policy import Backoff, halt_partitions, retry
 
 log = logging.getLogger("etl.sink")
 
@@ -71,25 +79,8 @@ class RecordFailure:
     error: BaseException
 
 
-def unavailable(exc: BaseException) -> bool:
-    """True when a produce failed because the broker is unavailable (worth a retry)."""
-    if refused_as_record(exc):
-        return False
-    if isinstance(exc, KafkaError):  # aiokafka
-        return bool(getattr(exc, "retriable", False)) or isinstance(
-            exc, KafkaConnectionError | KafkaTimeoutError
-        )
-    # librdkafka's ProduceError without record_error: timed out, transport, leader moved.
-    return isinstance(exc, RetriableError) or hasattr(exc, "record_error")
-
-
 def _tp_offset(record: Any) -> tuple[TopicPartition, int]:
     return TopicPartition(record.topic, record.partition), record.offset
-
-
-def coordinates(record: Any) -> str:
-    """``topic/partition@offset`` of a record, for messages."""
-    return f"{record.topic}/{record.partition}@{record.offset}"
 
 
 def record_failure(record: Any, exc: BaseException) -> RecordFailure:
@@ -232,7 +223,7 @@ class SinkPipeline(ConsumerPipeline):
         )
         self.max_retries = config.max_retries
         self._buffers: dict[TopicPartition, _Buffer] = {}
-        self.dead_letters: DeadLetterWriter | None = None
+        self.dead_letters: DeadLetterRouter | None = None
         self.written = 0
         self.skipped = 0
         self._job: asyncio.Future[Commit] | None = None
@@ -244,11 +235,19 @@ class SinkPipeline(ConsumerPipeline):
     async def setup(self) -> None:
         errors = self.settings.errors
         dead_letter_topic = self.config.dead_letter_topic or errors.dead_letter_topic
-        self.dead_letters = DeadLetterWriter(
+        writer = DeadLetterWriter(
             self.producer,
             self.status.dead_letter_topic,
             self.redact,
             max_request_size=self.settings.kafka.max_request_size,
+        )
+        self.dead_letters = DeadLetterRouter(
+            writer,
+            pipeline=self.name,
+            status=self.status,
+            redact=self.redact,
+            backoff=lambda: Backoff.for_sink(self.config),
+            stopping=lambda: self.should_stop,
         )
         wanted = {dead_letter_topic: errors.dead_letter_partitions}
         if self.config.runtime_error_topic:
@@ -403,6 +402,15 @@ class SinkPipeline(ConsumerPipeline):
         """``call()`` under the sink's back-off (:func:`etl.runtime.policy.retry`)."""
 
         def note(attempt: int, exc: BaseException, delay: float) -> None:
+            if isinstance(exc, BackpressureError):
+                # The destination asked for a pause: not a failure, not an attempt.
+                log.info(
+                    "sink %s paused, the destination is busy sink=%s retry_in=%.2fs",
+                    what,
+                    self.name,
+                    delay,
+                )
+                return
             text = self.redact(describe_error(exc))
             self.status.error = f"{what} retrying: {text}"
             log.warning(
@@ -440,93 +448,43 @@ class SinkPipeline(ConsumerPipeline):
                     self.redact(describe_error(failure.error)),
                 )
             return
-        # Neither an error topic nor skip_error: stop before the first bad record of
-        # each partition. Records after it were not written (SinkBatch.halt_on_failure),
-        # or, by a sink that cannot hold them back, are overwritten when read again.
-        apply_halt_cut(commit, (_tp_offset(f.record) for f in failures))
-        worst = failures[0]
-        raise PipelineHalted(
-            f"sink write rejected {worst.record.topic}/{worst.record.partition}"
-            f"@{worst.record.offset}: {self.redact(describe_error(worst.error))}",
+        # Neither an error topic nor skip_error: each partition with a bad record halts
+        # before its first one. Records after it were not written
+        # (SinkBatch.halt_on_failure), or, by a sink that cannot hold them back, are
+        # overwritten when read again.
+        raise halt_partitions(
             commit,
+            (
+                (
+                    *_tp_offset(f.record),
+                    f"sink write rejected {coordinates(f.record)}: "
+                    f"{self.redact(describe_error(f.error))}",
+                )
+                for f in failures
+            ),
         )
 
     async def _dead_letter(self, failures: list[RecordFailure], commit: Commit) -> None:
-        """Send the failures to the error topic, in order.
-
-        Only the dead letters are retried (never the batch, whose rows are written) while
-        the broker is unavailable. A dead letter that cannot be written even in its
-        reduced form halts the pipeline at that record: its partition is committed up to
-        it, nothing past it, and nothing is written again.
-        """
-        sent = [(f, await self._send_dead_letter(f)) for f in failures]
-        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-        refused: dict[TopicPartition, tuple[Any, BaseException]] = {}
-        for (failure, _), result in zip(sent, results, strict=True):
-            if not isinstance(result, BaseException):
-                self._dead_lettered(failure)
-                continue
-            tp = TopicPartition(failure.record.topic, failure.record.partition)
-            if tp in refused:
-                continue  # read again after the halt: not dead-lettered twice
-            try:
-                await self._retrying(lambda f=failure: self._deliver(f), "dead letter")
-            except DeadLetterRefused as exc:
-                refused[tp] = (failure.record, exc)
-                continue
-            self._dead_lettered(failure)
-        if refused:
-            apply_halt_cut(commit, (_tp_offset(record) for record, _ in refused.values()))
-            first, reason = min(refused.values(), key=lambda item: item[0].offset)
-            raise PipelineHalted(
-                f"sink cannot dead-letter {coordinates(first)}: {self.redact(str(reason))}", commit
+        """Send the failures to the error topic (:mod:`etl.runtime.dead_letters`: only the
+        dead letters are retried while the broker is unavailable, never the written rows).
+        A partition whose dead letter cannot be written halts at that record: it is
+        committed up to it, nothing past it, and nothing is written again."""
+        router = self.dead_letters
+        assert router is not None
+        letters = [await router.send(f.record, self._stage(f), f.error) for f in failures]
+        settled = await router.settle(letters)
+        if settled.refused:
+            raise halt_partitions(
+                commit,
+                (
+                    (*_tp_offset(letter.record), f"sink {router.halt_reason(letter, why)}")
+                    for letter, why in settled.refused
+                ),
             )
-
-    async def _send_dead_letter(self, failure: RecordFailure) -> Any:
-        """The dead letter's future (an exception stands in for one that could not be queued)."""
-        assert self.dead_letters is not None
-        try:
-            return await self.dead_letters.send(
-                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
-            )
-        except Exception as exc:  # looked at again, one by one, in _deliver
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-            return future
-
-    async def _deliver(self, failure: RecordFailure) -> None:
-        """One dead letter, acknowledged; an unavailable broker is a RetriableError, a
-        letter refused for any other reason a DeadLetterRefused."""
-        assert self.dead_letters is not None
-        try:
-            await self.dead_letters.deliver(
-                failure.record, pipeline=self.name, stage=self._stage(failure), exc=failure.error
-            )
-        except DeadLetterRefused:
-            raise
-        except Exception as exc:
-            if unavailable(exc):
-                raise RetriableError(describe_error(exc)) from exc
-            raise DeadLetterRefused(
-                f"dead letter of {coordinates(failure.record)} refused: {describe_error(exc)}"
-            ) from exc
 
     @staticmethod
     def _stage(failure: RecordFailure) -> str:
         return failure.error.stage if isinstance(failure.error, RecordError) else "sink"
-
-    def _dead_lettered(self, failure: RecordFailure) -> None:
-        text = self.redact(describe_error(failure.error))
-        self.status.dead_lettered += 1
-        self.status.error = text
-        log.warning(
-            "record sent to error topic sink=%s topic=%s partition=%d offset=%d error=%r",
-            self.name,
-            failure.record.topic,
-            failure.record.partition,
-            failure.record.offset,
-            text,
-        )
 
 
 def sink_pipeline_factory(sink_class: type[Sink[Any]]) -> type[SinkPipeline]:

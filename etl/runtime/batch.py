@@ -9,7 +9,6 @@ sides write, a record's fate under a time limit, goes through
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 from confluent_kafka import KafkaError, KafkaException
 
-from etl.errors import RecordError, RetriableError
+from etl.errors import PartitionHalt, PipelineHalted, RecordError, RetriableError
 from etl.message import OutRecord
-from etl.runtime.consumer import Batch, Commit, PipelineHalted
+from etl.runtime.consumer import Batch, Commit
 from etl.runtime.native import ProduceError, ProducerFenced, is_record_error, produce_error
 from etl.runtime.usercode import ABANDON_GRACE_S, CallClock, TransformTimeout, _Interrupt
 
@@ -38,7 +37,7 @@ class KnownBad:
     def __init__(self, stage: str, exc: BaseException, halt: bool) -> None:
         self.stage = stage
         self.exc = exc
-        #: Its dead letter could not be written either: the pipeline halts before it.
+        #: Its dead letter could not be written either: its partition halts before it.
         self.halt = halt
 
 
@@ -66,7 +65,8 @@ class Job:
         self.failed: list[tuple[int, str, BaseException]] = []
         self.commit: Commit = {}
         self.filtered = 0
-        self.halt: PipelineHalted | None = None
+        #: Partitions halted in this batch (``stop``), each at its first bad record.
+        self.halts: dict[TopicPartition, PartitionHalt] = {}
         self.call_times: list[float] = []
         self.ended_early = False
         self.abandoned = False
@@ -87,15 +87,40 @@ class Job:
         *,
         halt: bool = False,
     ) -> bool:
-        """Route a failed record; True when the batch must end here (``stop``, or ``halt``)."""
+        """Route a failed record; True when its partition halts here (``stop``, or ``halt``):
+        the batch goes on with the other partitions."""
         if stage is None:
             stage = exc.stage if isinstance(exc, RecordError | TransformTimeout) else "transform"
         if self.stop or halt:
-            self.commit[tp] = message.offset()
-            self.halt = self.pipeline._halt_reason(message, stage, exc)
+            self.halt_at(tp, message, stage, exc)
             return True
         self.failed.append((index, stage, exc))
         return False
+
+    def halt_at(
+        self,
+        tp: TopicPartition,
+        message: Any,
+        stage: str,
+        exc: BaseException,
+        reason: str | None = None,
+    ) -> None:
+        """``tp`` halts at ``message`` (its earliest bad record wins): nothing at or past
+        it is committed."""
+        offset = message.offset()
+        current = self.halts.get(tp)
+        if current is None or offset < current.offset:
+            why = reason or self.pipeline._halt_reason(message, stage, exc)
+            self.halts[tp] = PartitionHalt(offset, why)
+        safe = self.commit.get(tp)
+        if safe is None or safe > offset:
+            self.commit[tp] = offset
+
+    def halted(self, commit: Commit) -> PipelineHalted | None:
+        """The halt of this batch's halted partitions, committing ``commit``; None if none."""
+        if not self.halts:
+            return None
+        return PipelineHalted.at_partitions(self.halts, commit)
 
     def cut(self, tp: TopicPartition, next_offset: int) -> None:
         """End the batch early: ``tp`` is done up to ``next_offset``; the rest is read again."""
@@ -110,12 +135,13 @@ class Job:
             self.cut(tp, message.offset() + 1)
 
     def seeks(self, batch: Batch, complete: bool) -> dict[TopicPartition, int]:
-        """Where to read again after a batch that ended early (not for a halt)."""
-        if self.halt is not None or (complete and not self.ended_early):
+        """Where to read again after a batch that ended early (a halted partition is
+        sought to its bad record by the runner)."""
+        if complete and not self.ended_early:
             return {}
         out = {}
         for tp, messages in batch.items():
-            if not messages:
+            if not messages or tp in self.halts:
                 continue
             resume = self.commit.get(tp, messages[0].offset())
             if resume <= messages[-1].offset():
@@ -164,17 +190,6 @@ def produce_failure(exc: BaseException, topic: str) -> BaseException:
     if isinstance(exc, RECORD_PRODUCE_ERRORS | OverflowError):
         return exc
     raise exc
-
-
-async def outcome_of(letter: asyncio.Future[Any] | None) -> BaseException | None:
-    """None when the dead letter was acknowledged, else why not."""
-    if letter is None:
-        return RuntimeError("dead letter could not be queued")
-    try:
-        await letter
-    except Exception as exc:
-        return exc
-    return None
 
 
 def user_code_location(exc: BaseException, path: str) -> str | None:

@@ -13,7 +13,9 @@ Delivery rules kept here:
 * on a rebalance, the batch in hand finishes and its offsets are committed
   before the partitions are given up (the batch lock);
 * a :class:`PipelineHalted` (the ``stop`` policy) commits what is safe, keeps
-  the offset before the bad message, and stops this pipeline only;
+  the offset before the bad message, and halts only the partitions it names
+  (:mod:`etl.runtime.halts`): the others are consumed and committed on; one
+  without partitions halts this pipeline only;
 * a :class:`~etl.errors.RetriableError` rewinds to the uncommitted batch and
   retries with exponential backoff (:class:`~etl.runtime.policy.Backoff`);
   past ``max_retries`` (:class:`~etl.errors.GaveUp`) or on a
@@ -34,7 +36,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ from etl.errors import (
 )
 from etl.kafka import describe_error
 from etl.redact import Redactor
+from etl.runtime.halts import PartitionHalts, tp_key
 from etl.runtime.native import (
     CommitFailed,
     ConsumerFenced,
@@ -109,11 +112,6 @@ def worker_identity(settings: ETLSettings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def tp_key(tp: TopicPartition) -> str:
-    """``topic/partition`` as used in status output."""
-    return f"{tp.topic}/{tp.partition}"
-
-
 class ConsumerPipeline(Service):
     """Base of transform and sink pipelines: poll, process, commit."""
 
@@ -151,11 +149,17 @@ class ConsumerPipeline(Service):
         self._lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
         self._batch_start: Commit = {}
-        self._halted = False
+        #: The loop ended for good (halted as a whole, failed): nothing more to flush.
+        self._ended = False
         self._paused = False
         #: Partitions to read again from an offset after the batch's commit (a batch
         #: that ended early to keep the poll deadline, or whose call was abandoned).
         self._seeks: Commit = {}
+        #: Partitions halted by the ``stop`` policy (:mod:`etl.runtime.halts`).
+        self.halts = PartitionHalts(self.status)
+        #: Halts cleared by :meth:`clear_halts`, each with its bad record's offset: the
+        #: loop seeks them to their committed offset and resumes them before its next poll.
+        self._releasing: Commit = {}
 
     # ---- hooks for subclasses -------------------------------------------------
 
@@ -179,6 +183,11 @@ class ConsumerPipeline(Service):
 
     def drop_partitions(self, partitions: set[TopicPartition]) -> None:
         """Forget buffered state of partitions after a rewind (nothing was committed)."""
+
+    def forget_partitions(self, partitions: set[TopicPartition]) -> None:
+        """These partitions halted (or left): drop everything kept about them; they are
+        read again from their committed offset."""
+        self.drop_partitions(partitions)
 
     # ---- lifecycle --------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class ConsumerPipeline(Service):
             # loop-less pipeline that reports "retrying" forever.
             text = self._text(exc)
             log.error("pipeline loop failed pipeline=%s error=%r", self.name, text)
-            self._halted = True
+            self._ended = True
             self.status.fail(State.FAILED, f"crashed: {text}")
             await self._close_clients()
 
@@ -251,10 +260,10 @@ class ConsumerPipeline(Service):
 
     async def _drain(self, *, final: bool) -> None:
         consumer = self.consumer
-        if consumer is not None and not self._halted:
+        if consumer is not None and not self._ended:
             async with self._lock:
                 try:
-                    commit = await self.flush_partitions(set(self._assigned))
+                    commit = await self._halting(self.flush_partitions(set(self._assigned)))
                     await self._commit(commit)
                 except Exception as exc:
                     log.error(
@@ -299,19 +308,38 @@ class ConsumerPipeline(Service):
             self.status.state = State.PAUSED
 
     def resume(self) -> None:
-        """Fetch again after :meth:`pause`."""
+        """Fetch again after :meth:`pause`; halted partitions stay halted (:meth:`clear_halts`)."""
         self._paused = False
         if self.consumer is not None:
             self.consumer.pause_all(False)
         if self.status.state == State.PAUSED:
             self.status.state = State.RUNNING
 
+    def clear_halts(self) -> list[str]:
+        """Resume the partitions halted by the ``stop`` policy from their committed offsets.
+
+        Their halts are forgotten at once (status and state); the loop seeks each one
+        to its committed offset and resumes it before its next poll. Returns their
+        ``topic/partition`` keys; [] when the pipeline's clients are closed (halted as
+        a whole, failed or stopped: restart it instead).
+        """
+        if self.consumer is None or self._ended:
+            return []
+        cleared = self.halts.forget(list(self.halts))
+        for tp, halt in cleared.items():
+            self._releasing[tp] = halt.offset
+        self.halts.show(paused=self._paused)
+        keys = sorted(tp_key(tp) for tp in cleared)
+        if keys:
+            log.info("halts cleared pipeline=%s partitions=%s", self.name, keys)
+        return keys
+
     # ---- the loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
         kafka = self.settings.kafka
         backoff = Backoff(max_retries=self.max_retries)
-        while not self.should_stop and not self._halted:
+        while not self.should_stop and not self._ended:
             try:
                 batch = await self.consumer.getmany(
                     timeout_ms=kafka.poll_timeout_ms, max_records=kafka.max_batch_records
@@ -320,6 +348,7 @@ class ConsumerPipeline(Service):
                     if self.should_stop or self.consumer is None:
                         # Stopped while polling: leave this batch uncommitted for the next owner.
                         break
+                    await self._release_cleared()
                     if batch and self._paused:
                         # Fetched before the pause reached the client: not handled now,
                         # read again from its first record after the resume.
@@ -332,23 +361,27 @@ class ConsumerPipeline(Service):
                         self._batch_start = {
                             tp: record_offset(records[0]) for tp, records in batch.items()
                         }
-                        commit = await self.process(batch)
-                    commit.update(await self.flush_due())
+                        commit = await self._halting(self.process(batch))
+                    commit.update(await self._halting(self.flush_due()))
                     await self._commit(commit)
                     seeks, self._seeks = self._seeks, {}
                     for tp, offset in seeks.items():
-                        if tp in self._assigned:
+                        if tp in self._assigned and tp not in self.halts:
                             await self.consumer.seek(tp, offset)
                     if batch:
                         self.status.batches += 1
                         self.status.last_batch_ms = (time.perf_counter() - started) * 1000
                         self.status.consumed += sum(len(r) for r in batch.values())
                         for tp, records in batch.items():
-                            self._progress(tp).position = record_offset(records[-1]) + 1
+                            if tp not in self.halts:
+                                self._progress(tp).position = record_offset(records[-1]) + 1
                 if self.status.state == State.FAILED:
-                    self.status.state = State.PAUSED if self._paused else State.RUNNING
+                    # Recovered from a retried failure: running, paused or halted again.
+                    self.status.state = State.RUNNING
+                    self.halts.show(paused=self._paused)
                 backoff.reset()
             except PipelineHalted as halt:
+                # Not of some partitions (those are handled in _halting): the whole pipeline.
                 await self._halt(halt, state=halt.state)
                 return
             except (ProducerFenced, ConsumerFenced) as exc:
@@ -417,8 +450,60 @@ class ConsumerPipeline(Service):
         if self.consumer is not None and not self._paused:
             self.consumer.pause_all(False)
 
-    async def _halt(self, halt: PipelineHalted, state: State = State.STOPPED) -> None:
-        self._halted = True
+    async def _halting(self, work: Awaitable[Commit]) -> Commit:
+        """``work``'s commit; when it halts some partitions (the ``stop`` rule), halt those
+        and return what is safe to commit on every partition. A halt of the whole
+        pipeline (no partitions named, or a failure) propagates."""
+        try:
+            return await work
+        except PipelineHalted as halt:
+            if not halt.partitions or halt.state != State.HALTED:
+                raise
+            await self._halt_partitions(halt)
+            return halt.commit
+
+    async def _halt_partitions(self, halt: PipelineHalted) -> None:
+        """Hold each partition of ``halt`` paused at its bad record (:mod:`etl.runtime.halts`)."""
+        consumer = self.consumer
+        self.forget_partitions(set(halt.partitions))
+        for tp, where in halt.partitions.items():
+            if consumer is None or tp not in self._assigned or tp in self.halts:
+                continue
+            reason = self.redact(where.reason)
+            self.halts.add(tp, where.offset, reason)
+            self._seeks.pop(tp, None)
+            self._releasing.pop(tp, None)
+            consumer.hold(tp)
+            await consumer.seek(tp, where.offset)
+            # A seek that had to assign again may have resumed it: hold it once more.
+            consumer.hold(tp)
+            self._progress(tp).position = where.offset
+            log.error(
+                "partition halted by policy pipeline=%s partition=%s offset=%d reason=%r",
+                self.name,
+                tp_key(tp),
+                where.offset,
+                reason,
+            )
+        self.halts.show(paused=self._paused)
+
+    async def _release_cleared(self) -> None:
+        """Seek what :meth:`clear_halts` cleared to its committed offset, and resume it."""
+        consumer = self.consumer
+        for tp, offset in list(self._releasing.items()):
+            if tp in self._assigned:
+                committed = await consumer.committed(tp)
+                await consumer.seek(tp, committed if committed is not None else offset)
+            # Read again from here: nothing kept about it may be stale (a sink's view of
+            # its destination, which the operator may have fixed before the resume).
+            self.forget_partitions({tp})
+            consumer.release(tp)
+            # Done only now: a failed read above leaves it for the next iteration.
+            del self._releasing[tp]
+
+    async def _halt(self, halt: PipelineHalted, state: State = State.HALTED) -> None:
+        """Halt the whole pipeline (or stop it as failed): commit what is safe, close."""
+        self._ended = True
         try:
             await self._commit(halt.commit)
         except Exception as exc:
@@ -439,9 +524,11 @@ class ConsumerPipeline(Service):
             return
         self.drop_partitions(set(self._batch_start))
         for tp, offset in self._batch_start.items():
-            if tp in self._assigned:
+            # A halted partition waits at its bad record; a cleared one is sought anyway.
+            if tp in self._assigned and tp not in self.halts and tp not in self._releasing:
                 committed = await self.consumer.committed(tp)
                 await self.consumer.seek(tp, committed if committed is not None else offset)
+            self._seeks.pop(tp, None)
         self._batch_start = {}
 
     async def _commit(self, commit: Commit) -> None:
@@ -476,9 +563,17 @@ class ConsumerPipeline(Service):
             self._assigned -= revoked
             return
         async with self._lock:
-            if not self._halted and self.consumer is not None:
+            if not self._ended and self.consumer is not None:
                 try:
                     await self._commit(await self.flush_partitions(revoked))
+                except PipelineHalted as halt:
+                    # The new owner reads the bad record again (and halts on it): commit
+                    # what is safe; a halted partition that stays here halts now.
+                    await self._commit(halt.commit)
+                    kept = {tp: h for tp, h in halt.partitions.items() if tp not in revoked}
+                    self.drop_partitions(revoked)
+                    if kept and halt.state == State.HALTED:
+                        await self._halt_partitions(PipelineHalted(halt.reason, partitions=kept))
                 except Exception as exc:
                     log.error(
                         "flush on revoke failed pipeline=%s error=%r",
@@ -499,6 +594,22 @@ class ConsumerPipeline(Service):
         self._assigned |= assigned
         for tp in assigned:
             self._progress(tp)
+        # A halt (or a cleared one) stays with a partition this worker still owns; one
+        # that went elsewhere is forgotten: its new owner halts at the bad record again.
+        gone = {tp for tp in (*self.halts, *self._releasing) if tp not in self._assigned}
+        if gone:
+            self.halts.forget(gone)
+            for tp in gone:
+                self._releasing.pop(tp, None)
+                if self.consumer is not None:
+                    self.consumer.release(tp)
+            self.forget_partitions(gone)
+            self.halts.show(paused=self._paused)
+            log.info(
+                "halts forgotten, partitions moved pipeline=%s partitions=%s",
+                self.name,
+                sorted(tp_key(tp) for tp in gone),
+            )
         log.info(
             "partitions assigned pipeline=%s partitions=%s",
             self.name,

@@ -283,6 +283,9 @@ class NativeConsumer:
         #: What the rebalance callbacks assigned (read without calling librdkafka).
         self._assigned: set[TopicPartition] = set()
         self._pause_all = False
+        #: Partitions kept paused whatever pause_all says, also across a rebalance that
+        #: assigns them again (partitions halted by the ``stop`` policy).
+        self._held: set[TopicPartition] = set()
         self._closed = threading.Event()
         self._last_error = ""
         self._fatal = ""
@@ -352,9 +355,10 @@ class NativeConsumer:
         consumer.assign(partitions)
         tps = {_tp(p) for p in partitions}
         self._assigned = tps
-        if self._pause_all and partitions:
-            consumer.pause(partitions)
-            self._paused |= tps
+        paused = partitions if self._pause_all else [p for p in partitions if _tp(p) in self._held]
+        if paused:
+            consumer.pause(paused)
+            self._paused |= {_tp(p) for p in paused}
         self._call_loop(self._on_assigned, tps)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[NativeTopicPartition]) -> None:
@@ -528,13 +532,27 @@ class NativeConsumer:
         await self._run(self._io_thread, lambda: None)
 
     def pause_all(self, paused: bool) -> None:
-        """Keep every partition (also ones assigned later) paused or not."""
+        """Keep every partition (also ones assigned later) paused or not; a held
+        partition stays paused either way."""
         self._pause_all = paused
         tps = self.assignment()
         if paused:
             self.pause(*tps)
         else:
-            self.resume(*tps)
+            self.resume(*(tps - self._held))
+
+    def hold(self, tp: TopicPartition) -> None:
+        """Pause ``tp`` until :meth:`release`, whatever :meth:`pause_all` says, also when a
+        rebalance assigns it to this consumer again (a halted partition)."""
+        self._held.add(tp)
+        if tp in self.assignment():
+            self.pause(tp)
+
+    def release(self, tp: TopicPartition) -> None:
+        """Undo :meth:`hold`: fetch ``tp`` again unless every partition is paused."""
+        self._held.discard(tp)
+        if not self._pause_all and tp in self.assignment():
+            self.resume(tp)
 
 
 class CommitFailed(Exception):

@@ -17,7 +17,9 @@ Rules kept here:
 * an unset ``on_error`` means ``errors.policy`` (:func:`resolve_policy`), for
   transforms, sinks and sources alike;
 * under the ``stop`` rule nothing at or past a partition's first bad record is
-  committed (:func:`halt_cut`).
+  committed (:func:`halt_cut`), and that partition alone halts there
+  (:func:`halt_partitions`); how the runner halts one partition and goes on with
+  the others is in :mod:`etl.runtime.consumer`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from etl.errors import (
     BackpressureError,
     ConfigurationError,
     GaveUp,
+    PartitionHalt,
+    PipelineHalted,
     PipelineStopping,
     RetriableError,
 )
@@ -126,6 +130,7 @@ async def retry(
     stopping: Callable[[], bool],
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     only: type[RetriableError] = RetriableError,
+    pauses: type[BackpressureError] | None = BackpressureError,
 ) -> T:
     """Run operation; on RetriableError (the destination is unavailable) wait and run it again.
 
@@ -138,7 +143,8 @@ async def retry(
     its ``retry_after`` and runs the operation again without counting an attempt; a
     RetriableError's ``retry_after`` hint lengthens its wait up to the ceiling.
 
-    ``only`` narrows what is retried here to one kind of RetriableError; the others
+    ``only`` narrows what is retried here to one kind of RetriableError, and ``pauses``
+    what is paused for here to one kind of BackpressureError (None: none); the others
     propagate at once, to the retry that owns them (e.g. a request retried ``retries``
     times inside a write, while an unreachable server retries the whole write).
     """
@@ -146,6 +152,8 @@ async def retry(
         try:
             result = await operation()
         except BackpressureError as exc:
+            if pauses is None or not isinstance(exc, pauses):
+                raise
             if on_retry is not None:
                 on_retry(backoff.attempts, exc, exc.retry_after)
             if not await wait_unless_stopping(exc.retry_after, stopping):
@@ -190,3 +198,17 @@ def apply_halt_cut(
     for tp, offset in halt_cut(failures).items():
         commit[tp] = min(commit[tp], offset) if tp in commit else offset
     return commit
+
+
+def halt_partitions(
+    commit: dict[TopicPartition, int], failures: Iterable[tuple[TopicPartition, int, str]]
+) -> PipelineHalted:
+    """The ``stop`` rule for ``(partition, offset, reason)`` failures: each partition halts at
+    its first bad record, and ``commit`` (lowered to the :func:`halt_cut`, in place) is what
+    is safe on every partition. Raise the result."""
+    halts: dict[TopicPartition, PartitionHalt] = {}
+    for tp, offset, reason in failures:
+        if tp not in halts or offset < halts[tp].offset:
+            halts[tp] = PartitionHalt(offset, reason)
+    apply_halt_cut(commit, ((tp, halt.offset) for tp, halt in halts.items()))
+    return PipelineHalted.at_partitions(halts, commit)

@@ -14,7 +14,8 @@ class State(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     PAUSED = "paused"
-    STOPPED = "stopped"  # halted by the ``stop`` policy
+    HALTED = "halted"  # the ``stop`` policy halted a partition (a source: the whole source)
+    STOPPED = "stopped"  # stopped by an operator (control plane)
     FAILED = "failed"  # could not start or crashed
     LOAD_ERROR = "load_error"  # the transform file could not be loaded
     FINISHED = "finished"  # shut down cleanly
@@ -62,6 +63,9 @@ class PipelineStatus:
     call_p99_ms: float | None = None
     started_at: float = field(default_factory=time.time)
     partitions: dict[str, PartitionProgress] = field(default_factory=dict)
+    #: Partitions halted by the ``stop`` policy: ``topic/partition`` -> ``{"offset": the
+    #: bad record's offset, "reason": why, "at": epoch seconds}``.
+    halted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def fail(self, state: State, error: str) -> None:
         """Record a state with its reason."""

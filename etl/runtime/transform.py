@@ -12,7 +12,8 @@ A retry never repeats output that was acknowledged: when a batch fails for a
 reason that is worth retrying (the broker is unavailable), the source records
 whose outputs were all acknowledged are remembered and skipped when the batch
 is read again. A record-sized problem (an output or a dead letter too large) is
-never retried: it is dead-lettered, or halts the pipeline under ``stop``.
+never retried: it is dead-lettered, or halts its partition under ``stop``
+(:mod:`etl.runtime.halts`: the batch goes on with the other partitions).
 
 The function can be swapped (hot reload) between batches: :meth:`swap` takes
 effect at the next batch boundary, so no message is handled by both versions.
@@ -24,8 +25,8 @@ letters, add the consumed offsets with the consumer's group metadata, commit).
 Any failure aborts it, so nothing of the batch is visible to ``read_committed``
 readers, and the loop rewinds to the committed offsets. A record the broker
 refuses poisons the whole transaction: it is aborted, the record remembered, and
-the batch run again from memory with that record dead-lettered (or halting the
-pipeline under ``stop``) in its place.
+the batch run again from memory with that record dead-lettered (or halting its
+partition under ``stop``) in its place.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from etl.runtime.batch import (
     Job,
     KnownBad,
     absorb,
-    outcome_of,
     produce_failure,
     source_of,
     user_code_location,
@@ -54,17 +54,16 @@ from etl.runtime.consumer import (
     Batch,
     Commit,
     ConsumerPipeline,
-    PipelineHalted,
     worker_identity,
 )
+from etl.runtime.dead_letters import DeadLetterRouter, Letter
 from etl.runtime.native import (
     NativeProducer,
-    ProduceError,
     is_record_error,
     produce_error,
     to_record,
 )
-from etl.runtime.policy import resolve_policy
+from etl.runtime.policy import Backoff, resolve_policy
 from etl.runtime.usercode import (
     CallTimes,
     TransformTimeout,
@@ -100,7 +99,7 @@ class TransformPipeline(ConsumerPipeline):
         )
         self.spec = spec
         self._next_spec: TransformSpec | None = None
-        self.dead_letters: DeadLetterWriter | None = None
+        self.dead_letters: DeadLetterRouter | None = None
         #: Source offsets whose outputs were all acknowledged in a batch that is
         #: being retried: skipped when it is read again (no repeated output).
         self._acked: dict[TopicPartition, set[int]] = {}
@@ -118,8 +117,14 @@ class TransformPipeline(ConsumerPipeline):
     # ---- hot reload -------------------------------------------------------------
 
     def swap(self, spec: TransformSpec) -> None:
-        """Use ``spec``'s function from the next batch on (same topics required)."""
+        """Use ``spec``'s function from the next batch on (same topics required).
+
+        Halted partitions are read again from their bad record, by the new version:
+        saving a fixed file resumes them (a record still bad halts them again).
+        """
         self._next_spec = spec
+        if self.halts:
+            self.clear_halts()
 
     def _take_swap(self) -> None:
         spec, self._next_spec = self._next_spec, None
@@ -167,7 +172,14 @@ class TransformPipeline(ConsumerPipeline):
     async def setup(self) -> None:
         kafka = self.settings.kafka
         dead_letter_topic = self.spec.dead_letter_topic or self.settings.errors.dead_letter_topic
-        self.dead_letters = DeadLetterWriter(self.producer, dead_letter_topic, self.redact)
+        self.dead_letters = DeadLetterRouter(
+            DeadLetterWriter(self.producer, dead_letter_topic, self.redact),
+            pipeline=self.name,
+            status=self.status,
+            redact=self.redact,
+            backoff=lambda: Backoff(max_retries=self.max_retries),
+            stopping=lambda: self.should_stop,
+        )
         self.status.dead_letter_topic = dead_letter_topic
         existing = await topic_partitions(kafka, [self.spec.source_topic, self.spec.target_topic])
         wanted: dict[str, int] = {}
@@ -244,10 +256,7 @@ class TransformPipeline(ConsumerPipeline):
         target = self.spec.target_topic
         producer = self.producer
         sources, outputs, commit = job.sources, job.outputs, job.commit
-        halt = job.halt
-        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
-        for index, stage, failure in job.failed:
-            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
+        letters = [await self._dead_letter(job, i, stage, exc) for i, stage, exc in job.failed]
 
         await producer.wait_all(stopping=lambda: self.should_stop)
 
@@ -265,32 +274,26 @@ class TransformPipeline(ConsumerPipeline):
         if retry is not None:
             # The broker or the connection failed: nothing is committed; the batch is
             # read again, skipping the records whose outputs are already acknowledged.
-            self._remember_acked(sources, lost | {i for i, _ in letters})
+            self._remember_acked(sources, lost | {letter.tag for letter in letters})
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         for index, failure in sorted(bad.items()):
             if job.stop:
                 tp, message = sources[index]
-                self._cut(commit, tp, message.offset())
-                halt = halt or self._halt_reason(message, "produce", failure)
+                job.halt_at(tp, message, "produce", failure)
                 continue
-            letters.append((index, await self._dead_letter(sources[index][1], "produce", failure)))
-        for index, letter in letters:
-            outcome = await outcome_of(letter)
-            if outcome is None:
-                continue
-            if isinstance(outcome, ProduceError) and not outcome.record_error:
-                self._remember_acked(sources, lost | {i for i, _ in letters})
-                raise RetriableError(f"dead letter failed: {outcome}") from outcome
-            # A dead letter that cannot be written at all: halt before its record.
-            tp, message = sources[index]
-            self._cut(commit, tp, message.offset())
-            halt = halt or self._halt_reason(message, "dead-letter", outcome)
+            letters.append(await self._dead_letter(job, index, "produce", failure))
+        # The outputs are written: a dead letter the broker did not take is retried alone.
+        assert self.dead_letters is not None
+        for letter, why in (await self.dead_letters.settle(letters)).refused:
+            # A dead letter that cannot be written at all: its partition halts before it.
+            tp, message = sources[letter.tag]
+            job.halt_at(tp, message, "dead-letter", why, self.dead_letters.halt_reason(letter, why))
 
         self._acked = {}
         self.status.produced += len(outputs) - len(lost)
         self.status.filtered += job.filtered
+        halt = job.halted(commit)
         if halt is not None:
-            halt.commit = commit
             raise halt
         return commit
 
@@ -330,9 +333,7 @@ class TransformPipeline(ConsumerPipeline):
         target = self.spec.target_topic
         producer = self.producer
         sources, outputs, commit = job.sources, job.outputs, job.commit
-        letters: list[tuple[int, asyncio.Future[Any] | None]] = []
-        for index, stage, failure in job.failed:
-            letters.append((index, await self._dead_letter(sources[index][1], stage, failure)))
+        letters = [await self._dead_letter(job, i, stage, exc) for i, stage, exc in job.failed]
 
         await producer.wait_all(stopping=lambda: self.should_stop)
 
@@ -347,15 +348,13 @@ class TransformPipeline(ConsumerPipeline):
                 bad.setdefault(index, KnownBad("produce", error, False))
             else:
                 retry = retry or produce_error(kafka_error, record_error=False)
-        for index, letter in letters:
-            outcome = await outcome_of(letter)
-            if outcome is None:
-                continue
-            if isinstance(outcome, ProduceError) and not outcome.record_error:
-                retry = retry or outcome
-            else:
-                # The dead letter cannot be written at all: halt before its record.
-                bad[index] = KnownBad("dead-letter", outcome, True)
+        # In a transaction nothing is sent again: a failed dead letter dooms it.
+        assert self.dead_letters is not None
+        settled = await self.dead_letters.settle(letters, retry_alone=False)
+        retry = retry or settled.unavailable
+        for letter, why in settled.refused:
+            # The dead letter cannot be written at all: its partition halts before it.
+            bad[letter.tag] = KnownBad("dead-letter", why, True)
         if retry is not None:
             raise RetriableError(f"produce to {target!r} failed: {retry}") from retry
         if bad:
@@ -382,10 +381,12 @@ class TransformPipeline(ConsumerPipeline):
                     del failed[old]
         self.status.produced += len(outputs)
         self.status.filtered += job.filtered
-        if job.halt is not None:
-            # Under ``stop`` the batch ended at the bad record: what came before it is
-            # committed with its offsets, nothing past it (the halt commits nothing more).
-            raise job.halt
+        halt = job.halted({})
+        if halt is not None:
+            # Under ``stop`` a halted partition ended at its bad record: what came before
+            # it is committed with the transaction, nothing past it (the halt commits
+            # nothing more).
+            raise halt
         return {}
 
     def _timeout(self) -> float:
@@ -420,7 +421,7 @@ class TransformPipeline(ConsumerPipeline):
                     index = len(job.sources)
                     job.sources.append((tp, message))
                     if job.fail(tp, message, index, known.exc, known.stage, halt=known.halt):
-                        return
+                        break
                     continue
                 index = len(job.sources)
                 job.sources.append((tp, message))
@@ -441,7 +442,7 @@ class TransformPipeline(ConsumerPipeline):
                         if not claim(index, "done"):
                             raise _Interrupt() from None
                         if job.fail(tp, message, index, exc):
-                            return
+                            break
                         continue
                     if not claim(index, "done"):
                         raise _Interrupt()
@@ -453,10 +454,10 @@ class TransformPipeline(ConsumerPipeline):
                     if job.abandoned:
                         return
                     if job.fail(tp, message, index, TransformTimeout(job.timeout)):
-                        return
+                        break
                     continue
                 if not self._queue(job, tp, message, index, result):
-                    return
+                    break  # this partition halts here; the others go on
                 if monotonic() > deadline:
                     job.cut(tp, message.offset() + 1)
                     return
@@ -506,18 +507,19 @@ class TransformPipeline(ConsumerPipeline):
                         known = job.known(tp, message)
                         assert known is not None
                         if job.fail(tp, message, index, known.exc, known.stage, halt=known.halt):
-                            return
+                            break
                         continue
                     try:
                         result = await task
                     except (Exception, SystemExit) as exc:
                         if job.fail(tp, message, index, exc):
-                            return
+                            break
                         continue
                     if not self._queue(job, tp, message, index, result):
-                        return
-                if batch[tp]:
-                    job.commit[tp] = batch[tp][-1].offset() + 1
+                        break  # this partition halts here; the others go on
+                else:
+                    if batch[tp]:
+                        job.commit[tp] = batch[tp][-1].offset() + 1
         finally:
             for _tp, entries in plan:
                 for _message, _index, task in entries:
@@ -525,7 +527,7 @@ class TransformPipeline(ConsumerPipeline):
                         task.cancel()
 
     def _queue(self, job: Job, tp: TopicPartition, message: Any, index: int, result: Any) -> bool:
-        """Produce ``result``'s outputs; False when the batch must end (halt)."""
+        """Produce ``result``'s outputs; False when its partition halts here."""
         try:
             # The common case inline (one dict, text key and value, no headers);
             # everything else through the general normalizer.
@@ -580,12 +582,6 @@ class TransformPipeline(ConsumerPipeline):
             job.outputs.append((index, out))
         return True
 
-    @staticmethod
-    def _cut(commit: Commit, tp: TopicPartition, offset: int) -> None:
-        safe = commit.get(tp)
-        if safe is None or safe > offset:
-            commit[tp] = offset
-
     def _remember_acked(
         self, sources: list[tuple[TopicPartition, Any]], not_done: set[int]
     ) -> None:
@@ -594,50 +590,35 @@ class TransformPipeline(ConsumerPipeline):
             if index not in not_done:
                 self._acked.setdefault(tp, set()).add(message.offset())
 
+    def forget_partitions(self, partitions: set[TopicPartition]) -> None:
+        # A rewind keeps ``_acked`` (that is its point); a partition given up or halted
+        # forgets it, and what failed in aborted transactions (read again, maybe by a
+        # fixed version).
+        for tp in partitions:
+            self._acked.pop(tp, None)
+            self._known_bad.pop(tp, None)
+        super().forget_partitions(partitions)
+
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        # A rewind keeps ``_acked`` (that is its point); a partition given up forgets it.
         for tp in revoked:
             self._acked.pop(tp, None)
             self._known_bad.pop(tp, None)
         await super()._on_revoked(revoked)
 
-    def _halt_reason(self, message: Any, stage: str, exc: BaseException) -> PipelineHalted:
+    def _halt_reason(self, message: Any, stage: str, exc: BaseException) -> str:
         record = to_record(message)
-        reason = (
+        return (
             f"{stage} failed at {record.topic}/{record.partition}@{record.offset}: "
             f"{type(exc).__name__}: {self.redact(str(exc))}"
         )
-        return PipelineHalted(reason)
 
-    async def _dead_letter(
-        self, message: Any, stage: str, exc: BaseException
-    ) -> asyncio.Future[Any] | None:
-        """Queue the dead letter of ``message``; None if it could not even be queued."""
+    async def _dead_letter(self, job: Job, index: int, stage: str, exc: BaseException) -> Letter:
+        """Queue the dead letter of the batch's record ``index`` (with the user code's line)."""
         assert self.dead_letters is not None
-        record = to_record(message)
-        self.status.dead_lettered += 1
-        text = self.redact(f"{type(exc).__name__}: {exc}")
+        record = to_record(job.sources[index][1])
         where = user_code_location(exc, str(self.spec.path)) if stage == "transform" else None
         extra = {"etl.exception.location": where} if where else None
-        self.status.error = f"{stage} {record.topic}/{record.partition}@{record.offset}: {text}"
-        log.warning(
-            "message dead-lettered pipeline=%s stage=%s topic=%s partition=%d offset=%d error=%r%s",
-            self.name,
-            stage,
-            record.topic,
-            record.partition,
-            record.offset,
-            text,
-            f" at={where}" if where else "",
-        )
-        try:
-            return await self.dead_letters.send(
-                record, pipeline=self.name, stage=stage, exc=exc, extra=extra
-            )
-        except Exception as error:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(error)
-            return failed
+        return await self.dead_letters.send(record, stage, exc, extra=extra, tag=index)
 
 
 async def ensure_dead_letter_topic(settings: Any, topic: str | None = None) -> None:

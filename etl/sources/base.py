@@ -15,8 +15,10 @@ lifecycle, the same for every source:
   source, the worker keeps running;
 * **record errors**: a message the reader cannot build (``SourceBatch.dead``, which
   come after the batch's messages) or the broker refuses is dead-lettered under
-  ``continue``; under ``stop`` the source halts and its position stays before
-  that batch;
+  ``continue`` (:mod:`etl.runtime.dead_letters`: a dead letter the broker does not
+  take is retried alone; one that cannot be written halts the source); under
+  ``stop`` the source halts as a whole (state ``halted``: it has no partitions to
+  halt one by one) and its position stays before that batch;
 * **pause / resume / status**, and **leadership** where a source must run once
   (:meth:`SourceRunner.leadership`);
 * **exactly-once** (``kafka.processing_guarantee: exactly_once``): a transactional
@@ -53,6 +55,7 @@ from etl.errors import (
 )
 from etl.kafka import describe_error, ensure_topics
 from etl.redact import Redactor
+from etl.runtime.dead_letters import DeadLetterRouter, Letter
 from etl.runtime.native import NativeProducer, is_record_error, produce_error
 from etl.runtime.policy import Backoff, resolve_policy, retry, wait_unless_stopping
 from etl.runtime.status import PipelineStatus, State
@@ -273,6 +276,11 @@ class SourceRunner(Service, Generic[C]):
         if self.status.state == State.PAUSED:
             self.status.state = State.RUNNING
 
+    def clear_halts(self) -> list[str]:
+        """A source has no partitions to resume: a halted source halts as a whole and is
+        restarted instead (by the supervisor). Always []."""
+        return []
+
     async def refresh_progress(self) -> None:
         """Update the status's progress (called before each status publication)."""
 
@@ -292,7 +300,7 @@ class SourceRunner(Service, Generic[C]):
         except PipelineStopping:
             pass
         except PipelineHalted as exc:
-            self._fail(State.STOPPED, exc.reason, "source halted by policy")
+            self._fail(State.HALTED, exc.reason, "source halted by policy")
         except (FatalError, GaveUp, ConfigurationError) as exc:
             self._fail(State.FAILED, str(exc), getattr(exc, "what", "source failed"))
         except Exception as exc:
@@ -401,7 +409,9 @@ class SourceRunner(Service, Generic[C]):
     async def _pump(
         self, reader: SourceReader, producer: NativeProducer, store: PositionStore
     ) -> None:
-        letters = DeadLetterWriter(producer, self.status.dead_letter_topic, self.redact)
+        letters = self.dead_letter_router(
+            DeadLetterWriter(producer, self.status.dead_letter_topic, self.redact)
+        )
         watch = asyncio.ensure_future(self._watch_lock()) if self.lock is not None else None
         try:
             while not self._stopping:
@@ -463,7 +473,7 @@ class SourceRunner(Service, Generic[C]):
         reader: SourceReader,
         producer: NativeProducer,
         store: PositionStore,
-        letters: DeadLetterWriter,
+        letters: DeadLetterRouter,
     ) -> None:
         """Queue the batch, wait once for every acknowledgement, then save the position."""
         await self._produce(producer, batch)
@@ -474,7 +484,7 @@ class SourceRunner(Service, Generic[C]):
             await self._save(store, force=True)
             raise PipelineHalted(f"cannot read a record for {first.topic!r}: {first.error}")
         failed: list[SourceMessage] = []
-        pending = [self._dead_letter(letters, dead) for dead in batch.dead]
+        dead = list(batch.dead)
         for error, native in producer.take_failures():
             if not is_record_error(error):
                 raise RetriableError(
@@ -492,16 +502,14 @@ class SourceRunner(Service, Generic[C]):
                 native.topic(), native.key(), native.value(), native.partition()
             )
             failed.append(message)
-            pending.append(
-                self._dead_letter(
-                    letters, DeadMessage(message.topic, message.key, message.value, failure)
-                )
-            )
-        for letter in pending:
-            await (await letter)
+            dead.append(DeadMessage(message.topic, message.key, message.value, failure))
+        settled = await letters.settle([await self._dead_letter(letters, d) for d in dead])
+        if settled.refused:
+            # A dead letter that cannot be written: the position stays before the batch.
+            await self._save(store, force=True)
+            raise PipelineHalted(letters.halt_reason(*settled.refused[0]))
         self.status.consumed += batch.read
         self.status.produced += len(batch.messages) - len(failed)
-        self.status.dead_lettered += len(pending)
         state = reader.snapshot(failed)
         if state is not None:
             self._unsaved = state
@@ -531,7 +539,7 @@ class SourceRunner(Service, Generic[C]):
         reader: SourceReader,
         producer: NativeProducer,
         store: PositionStore,
-        letters: DeadLetterWriter,
+        letters: DeadLetterRouter,
     ) -> bool:
         """Exactly-once: produce the batch into the open Kafka transaction; at a
         boundary, save the reader's state in it and commit (False: nothing to do).
@@ -573,11 +581,15 @@ class SourceRunner(Service, Generic[C]):
             first = batch.dead[0]
             await self._abort(producer)
             raise PipelineHalted(f"cannot read a record for {first.topic!r}: {first.error}")
-        pending = [self._dead_letter(letters, dead) for dead in batch.dead]
-        for letter in pending:
-            await (await letter)
+        # In a transaction nothing is sent again: a failed dead letter dooms it.
+        pending = [await self._dead_letter(letters, dead) for dead in batch.dead]
+        settled = await letters.settle(pending, retry_alone=False)
+        if settled.unavailable is not None:
+            raise RetriableError(f"dead letter failed: {settled.unavailable}")
+        if settled.refused:
+            await self._abort(producer)
+            raise PipelineHalted(letters.halt_reason(*settled.refused[0]))
         self.status.consumed += batch.read
-        self.status.dead_lettered += len(pending)
         self._transaction_produced += len(batch.messages)
         if batch.boundary:
             await self._commit(producer, store, reader.snapshot([]))
@@ -604,10 +616,19 @@ class SourceRunner(Service, Generic[C]):
         self._transaction_produced = 0
         await producer.abort_transaction()
 
-    async def _dead_letter(self, writer: DeadLetterWriter, dead: DeadMessage) -> Any:
-        return await writer.send(
-            dead, pipeline=self.name, stage="source", exc=dead.error, extra=dead.extra
+    def dead_letter_router(self, writer: DeadLetterWriter) -> DeadLetterRouter:
+        """How this source sends its dead letters (:mod:`etl.runtime.dead_letters`)."""
+        return DeadLetterRouter(
+            writer,
+            pipeline=self.name,
+            status=self.status,
+            redact=self.redact,
+            backoff=lambda: Backoff(first=1.0, ceiling=30.0),
+            stopping=self.stopping,
         )
+
+    async def _dead_letter(self, letters: DeadLetterRouter, dead: DeadMessage) -> Letter:
+        return await letters.send(dead, "source", dead.error, extra=dead.extra)
 
     async def _watch_lock(self) -> None:
         """Returns as soon as the lock is no longer ours."""

@@ -37,7 +37,8 @@ checks, on the sink itself:
 and, through a :class:`~sinks.base.SinkPipeline` on the real broker, the
 documents' rules for a bad record: with an error topic it goes there (with its
 ``etl.*`` headers) and writing goes on; with ``skip_error`` it is dropped and
-writing goes on; with neither the sink stops and commits nothing past it.
+writing goes on; with neither its partition halts and commits nothing past it,
+while the other partition is written on, and a resume halts at it again.
 
 The hostile records (:mod:`etl.testing.hostile`: huge key and value, NUL bytes,
 non-UTF-8, odd headers, tombstones, year-10000 and negative timestamps, ...) go
@@ -382,25 +383,59 @@ class SinkConformance:
     async def test_conformance_rule_stop(
         self, harness: ConformanceHarness, kafka_bootstrap: str
     ) -> None:
+        """Under the stop rule the bad record's partition halts before it; the other
+        partition is written and committed on; a resume reads the bad record again."""
         if harness.bad_value is None:
             pytest.skip("this sink rejects no value")
-        pipeline, config, settings, topic = await self._run_rules(
-            harness, kafka_bootstrap, skip_error=False, on_error="stop"
+        topic = _name("rules")
+        await create_topic(kafka_bootstrap, topic, 2)
+        items = [item(n) for n in (1, 2, 3, 4, 5)]
+        items[2] = (items[2][0], harness.bad_value)
+        await produce(kafka_bootstrap, topic, items, partition=0)
+        await produce(kafka_bootstrap, topic, [item(n) for n in (11, 12, 13)], partition=1)
+        pipeline, config, settings = self._pipeline(
+            harness, kafka_bootstrap, topic, skip_error=False, on_error="stop"
         )
+        halted_key = f"{topic}/0"
         await pipeline.start()
         try:
 
             async def halted() -> bool:
-                return str(pipeline.status.state) == "stopped"
+                return str(pipeline.status.state) == "halted" and halted_key in (
+                    pipeline.status.halted
+                )
 
-            await _until(halted, what="the sink to stop")
+            await _until(halted, what="partition 0 to halt")
+            assert list(pipeline.status.halted) == [halted_key]
+            assert pipeline.status.halted[halted_key]["offset"] == 2
+            first_halt = pipeline.status.halted[halted_key]["at"]
+            # The other partition goes on while partition 0 waits.
+            await produce(kafka_bootstrap, topic, [item(n) for n in (14, 15)], partition=1)
+
+            async def others_done() -> bool:
+                return (
+                    await _committed(kafka_bootstrap, pipeline.group_id, TopicPartition(topic, 1))
+                    == 5
+                )
+
+            await _until(others_done, what="partition 1 committed to its end")
+            # A resume reads partition 0 again from the bad record: it halts there again.
+            assert pipeline.clear_halts() == [halted_key]
+
+            async def halted_again() -> bool:
+                halt = pipeline.status.halted.get(halted_key)
+                return halt is not None and halt["at"] > first_halt
+
+            await _until(halted_again, what="partition 0 to halt again")
         finally:
             await pipeline.stop()
         landed = sorted(await harness.landed(config))
+        good = [11, 12, 13, 14, 15]
         if harness.holds_back:
-            assert landed == [1, 2]
+            assert landed == [1, 2, *good]
         else:
-            assert landed[:2] == [1, 2] and 3 not in landed
+            assert set(landed) >= {1, 2, *good} and 3 not in landed
+        assert [n for n in landed if n > 10] == good, "the other partition's records once each"
         assert await self._committed_after(pipeline, topic, kafka_bootstrap) == 2
         assert await read_all(kafka_bootstrap, settings.errors.dead_letter_topic) == []
 
@@ -427,7 +462,7 @@ class SinkConformance:
 
             async def done() -> bool:
                 state = str(pipeline.status.state)
-                if state in ("failed", "stopped"):
+                if state in ("failed", "halted"):
                     raise AssertionError(f"the sink is {state}: {pipeline.status.error}")
                 committed = await self._committed_after(pipeline, topic, kafka_bootstrap)
                 return committed == len(produced)

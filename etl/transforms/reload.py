@@ -51,7 +51,7 @@ DEBOUNCE_MS = 800
 #: A start or restart (a group join) waits until its file was left alone this long.
 SETTLE_MS = 1500
 RELOAD_ERROR_PREFIX = "reload failed"
-_DEAD_STATES = (State.STOPPED, State.FAILED, State.FINISHED)
+_DEAD_STATES = (State.HALTED, State.FAILED, State.FINISHED)
 
 
 def file_version(path: Path) -> str | None:

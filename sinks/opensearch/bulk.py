@@ -13,6 +13,17 @@ Each item of a bulk response is one of:
   operation per id still wins; the other items of the request are not re-sent;
 * rejected (any other 4xx, e.g. a mapping conflict): returned as a
   :class:`~sinks.base.RecordFailure` with the server's reason, for the error rules.
+
+When every item to retry was refused with 429 (the server is overloaded) the
+retry is a pause, not an attempt: :class:`~etl.errors.BackpressureError`, which
+never runs out of retries, waiting longer while the server stays busy
+(:attr:`BulkWriter.pause`). Sending those items again is harmless: every
+operation carries an id fixed for the run (``key``, ``coordinates`` and ``auto``
+alike), so a document written twice is overwritten. A 5xx or a 409 among them
+makes it a counted retry (``max_retries``). A whole request answered 429 is a
+BackpressureError of the write, left to the pipeline, which writes the batch
+again after the pause (the other requests of the write may have landed; they
+are overwritten).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from etl.errors import FatalError, RecordError, RetriableError
+from etl.errors import BackpressureError, FatalError, RecordError, RetriableError
 from etl.runtime.policy import Backoff, retry
 from sinks.base import RecordFailure
 from sinks.opensearch.config import OpenSearchSinkConfig
@@ -39,7 +50,15 @@ _WRITTEN: dict[str, Any] = {"written": {"status": 200}}
 
 
 class _ItemsRefused(RetriableError):
-    """Items the server asked to retry (429, 409 on an update, 5xx)."""
+    """Items the server asked to retry (409 on an update, 5xx; some may be 429)."""
+
+
+class _ItemsThrottled(BackpressureError):
+    """Items the server refused with 429 only: it is overloaded; pause, then send them."""
+
+    def __init__(self, retry_after: float, documents: int) -> None:
+        super().__init__(retry_after)
+        self.documents = documents
 
 
 class RequestTooLarge(Exception):
@@ -56,6 +75,11 @@ def item_outcome(op: BulkOp, item: dict[str, Any]) -> tuple[str, str]:
     if status == 429 or status >= 500 or (status == 409 and op.action == "update"):
         return RETRY, reason
     return REJECT, reason
+
+
+def _status(item: dict[str, Any]) -> int:
+    info: dict[str, Any] = next(iter(item.values()), {}) if item else {}
+    return int(info.get("status", 500))
 
 
 def describe_item_error(status: int, error: Any) -> str:
@@ -99,6 +123,8 @@ class _Round:
         self.rejected: list[RecordFailure] = []
         self.blocked: set[str] = set()
         self.reason = ""
+        #: Every item to retry was refused with 429 (the server is overloaded).
+        self.throttled_only = True
 
     async def run(self, ops: Iterable[BulkOp]) -> None:
         config = self.writer.config
@@ -150,6 +176,7 @@ class _Round:
                 self.blocked.add(op.doc_id)
                 self.retry.append(entry)
                 self.reason = self.reason or why
+                self.throttled_only = self.throttled_only and _status(item) == 429
             elif outcome == REJECT:
                 error = RecordError(
                     f"OpenSearch rejected the document index={op.index} id={op.doc_id}: {why}"
@@ -173,6 +200,12 @@ class BulkWriter:
         #: True when the pipeline stops: the item retries give up (PipelineStopping).
         self.stopping = stopping
         self.requests = 0
+        #: How long to pause while the server answers 429: growing from retry_backoff_ms
+        #: to retry_backoff_max_ms, never giving up, back to the start after a success.
+        self.pause = Backoff(
+            first=config.retry_backoff_ms / 1000,
+            ceiling=max(config.retry_backoff_max_ms, config.retry_backoff_ms) / 1000,
+        )
 
     async def write(self, ops: Iterable[BulkOp]) -> list[RecordFailure]:
         """Write every operation; return the rejected ones with the server's reason.
@@ -191,10 +224,20 @@ class BulkWriter:
             failures.extend(round_.rejected)
             if round_.retry:
                 pending = [op for _, op in sorted(round_.retry, key=lambda entry: entry[0])]
+                if round_.throttled_only:
+                    raise _ItemsThrottled(self.pause.next_delay(), len(pending))
                 raise _ItemsRefused(f"{len(pending)} documents refused: {round_.reason}")
             return failures
 
         def note(attempt: int, exc: BaseException, delay: float) -> None:
+            if isinstance(exc, _ItemsThrottled):
+                log.info(
+                    "bulk items throttled (429), pausing sink=%s documents=%d retry_in=%.2fs",
+                    self.sink_name,
+                    exc.documents,
+                    delay,
+                )
+                return
             log.warning(
                 "bulk items refused, retrying sink=%s attempt=%d reason=%r retry_in=%.1fs",
                 self.sink_name,
@@ -203,16 +246,19 @@ class BulkWriter:
                 delay,
             )
 
-        return await retry(
+        written = await retry(
             send_round,
             what="bulk",
             backoff=Backoff.for_sink(self.config),
             stopping=self.stopping,
             on_retry=note,
-            # A whole request that fails (server away) is the pipeline's retry of the
-            # write; only the refused items are retried here.
+            # A whole request that fails (server away, or busy: 429) is the pipeline's
+            # retry or pause of the write; only the refused items are retried here.
             only=_ItemsRefused,
+            pauses=_ItemsThrottled,
         )
+        self.pause.reset()
+        return written
 
     async def send_request(self, ops: list[BulkOp]) -> list[tuple[BulkOp, dict[str, Any]]] | None:
         """Send one request; None when every item was written, else (op, item) pairs."""

@@ -1,9 +1,11 @@
 """The OpenSearch sink: opensearch-py's AsyncOpenSearch, bulk writes, error mapping.
 
-Errors of a whole request are mapped for the pipeline: unreachable, timed out,
-429 and 5xx are :class:`~etl.errors.RetriableError` (the write is retried with
-backoff, and since every document has a fixed id the retry overwrites); bad
-credentials (401), missing permission (403), a TLS failure and other 4xx are
+Errors of a whole request are mapped for the pipeline: unreachable, timed out
+and 5xx are :class:`~etl.errors.RetriableError` (the write is retried with
+backoff, and since every document has a fixed id the retry overwrites); 429 (the
+server is overloaded) is a :class:`~etl.errors.BackpressureError`: the pipeline
+pauses, then writes the batch again, without counting a retry; bad credentials
+(401), missing permission (403), a TLS failure and other 4xx are
 :class:`~etl.errors.FatalError` with one line that says what to fix.
 """
 
@@ -15,7 +17,7 @@ import ssl
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from etl.errors import FatalError, MissingExtraError, RetriableError
+from etl.errors import BackpressureError, FatalError, MissingExtraError, RetriableError
 from etl.redact import Redactor
 from sinks.base import RecordFailure, Sink, SinkBatch, record_failure, sink_pipeline_factory
 from sinks.opensearch.bulk import BulkWriter, RequestTooLarge
@@ -170,7 +172,11 @@ class OpenSearchSink(Sink[OpenSearchSinkConfig]):
                 return FatalError(
                     f"OpenSearch at {where} denied {what} (missing permission): {reason}"
                 )
-            if isinstance(status, int) and (status == 429 or status >= 500):
+            if status == 429:
+                # Overloaded: nothing of this request was written; every document has
+                # an id fixed for the run, so writing the batch again is harmless.
+                return BackpressureError(self.bulk.pause.next_delay())
+            if isinstance(status, int) and status >= 500:
                 return RetriableError(f"OpenSearch at {where} is busy ({status}): {reason}")
             return FatalError(f"OpenSearch at {where} refused {what} ({status}): {reason}")
         if isinstance(exc, RetriableError | FatalError):

@@ -186,6 +186,11 @@ class SqlSink(Sink[SqlConfigT]):
     async def open(self) -> None:
         await self._guard(self._ensure_connected())
 
+    def on_revoke(self, partitions: set[TopicPartition]) -> None:
+        # Records of these partitions are read again (a rebalance, a halt, its resume):
+        # look at the tables again then, an operator may have fixed one meanwhile.
+        self._tables.clear()
+
     async def close(self) -> None:
         self._tables.clear()
         if self.connected:

@@ -61,7 +61,7 @@ def run_through_transform(
         item = worker.pipeline(NAME) or {}
         state = f"{item.get('state')}: {item.get('error')}"
         states.add(state)
-        if state.startswith(("failed", "stopped")):
+        if state.startswith(("failed", "halted")):
             raise AssertionError(f"the transform must not fail or stop: {state}")
         return all(p.get("committed") == len(records) for p in item.get("partitions", {}).values())
 
@@ -82,7 +82,7 @@ def run_through_transform(
 def assert_once_each(report: dict[str, tuple[int, int]], states: set[str]) -> None:
     for name, (out, sent) in report.items():
         assert out + sent == 1, (name, report)
-    assert not any(s.startswith(("failed", "stopped")) for s in states), states
+    assert not any(s.startswith(("failed", "halted")) for s in states), states
 
 
 def test_the_hostile_set_through_a_transform(

@@ -13,7 +13,7 @@ import pytest
 from etl.embedded import EmbeddedBroker, free_port
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
 from etl.testing.kcat import kcat_consume, kcat_produce
-from etl.testing.worker import WorkerProcess, suffix_transform, write_config
+from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
 
@@ -184,45 +184,105 @@ ON_ERROR = "stop"
 
 def deal_message(message):
     if message["value"] == "poison":
-        raise RuntimeError("poison message")
+        {on_poison}
     return message
 """
 
 
-def test_stop_policy_halts_one_pipeline_before_the_bad_message(
+def stopper(source: str, target: str, *, fixed: bool = False) -> str:
+    on_poison = 'message["value"] = "cured"' if fixed else 'raise RuntimeError("poison message")'
+    return STOPPER.format(source=source, target=target, on_poison=on_poison)
+
+
+def halts_logged(worker: WorkerProcess) -> int:
+    return worker.log().count("partition halted by policy pipeline=stopper")
+
+
+def test_stop_policy_halts_the_partition_of_the_bad_message_and_the_others_go_on(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
     source, target = f"in-{uid}", f"out-{uid}"
     other_source, other_target = f"other-{uid}", f"other-out-{uid}"
-    transform(tmp_path, "stopper", STOPPER.format(source=source, target=target))
+    asyncio.run(create_topic(kafka_bootstrap, source, 3))
+    path = transform(tmp_path, "stopper", stopper(source, target))
     transform(tmp_path, "healthy", suffixed(other_source, other_target))
-    with WorkerProcess(config(tmp_path, kafka_bootstrap, uid)) as worker:
-        worker.wait_running("stopper", "healthy")
-        values = ["v0", "v1", "v2", "poison", "v4", "v5"]
-        kcat_produce(kafka_bootstrap, source, [f"k\t{v}" for v in values])
-        worker.wait_for(
-            lambda w: (w.pipeline("stopper") or {}).get("state") == "stopped", 30, "stopped"
+    port = free_port()
+    web = {"web": {"enabled": True, "host": "127.0.0.1", "port": port}}
+    resume_url = f"http://127.0.0.1:{port}/etl/pipelines/stopper/resume/"
+
+    def send(partition: int, values: list[str]) -> None:
+        kcat_produce(
+            kafka_bootstrap, source, [f"k{partition}\t{v}" for v in values], partition=partition
         )
+
+    def halted_at(worker: WorkerProcess) -> dict[str, Any] | None:
+        status = worker.pipeline("stopper") or {}
+        return status if status.get("state") == "halted" and status.get("halted") else None
+
+    with WorkerProcess(config(tmp_path, kafka_bootstrap, uid, **web)) as worker:
+        worker.wait_running("stopper", "healthy")
+        send(0, ["a0", "a1", "a2"])
+        send(1, ["b0", "b1", "poison", "b3", "b4"])
+        send(2, ["c0", "c1", "c2"])
+        worker.wait_for(lambda w: halted_at(w) is not None, 30, "partition 1 halted")
         status = worker.pipeline("stopper")
         assert status is not None
-        assert "poison message" in status["error"]
-        assert f"{source}/0@3" in status["error"]
-        assert status["partitions"][f"{source}/0"]["committed"] == 3
+        assert list(status["halted"]) == [f"{source}/1"]
+        assert status["halted"][f"{source}/1"]["offset"] == 2
+        assert "poison message" in status["error"] and f"{source}/1@2" in status["error"]
+        # The other partitions keep flowing while partition 1 waits at its bad record.
+        send(0, ["a3", "a4"])
+        send(2, ["c3", "c4"])
+        out = asyncio.run(wait_count(kafka_bootstrap, target, 12))
+
+        def committed(w: WorkerProcess) -> dict[str, Any]:
+            parts = (w.pipeline("stopper") or {}).get("partitions", {})
+            return {tp: part["committed"] for tp, part in parts.items()}
+
+        wanted = {f"{source}/0": 5, f"{source}/1": 2, f"{source}/2": 5}
+        worker.wait_for(lambda w: committed(w) == wanted, 30, "the others committed")
+        assert (worker.pipeline("stopper") or {})["state"] == "halted"
         # The other pipeline keeps running.
         kcat_produce(kafka_bootstrap, other_source, ["a\tx", "b\ty"])
         other = asyncio.run(wait_count(kafka_bootstrap, other_target, 2))
         assert sorted(r.value for r in other) == [b"xValueSuffix", b"yValueSuffix"]
-        assert "pipeline halted by policy pipeline=stopper" in worker.log()
+        assert halts_logged(worker) == 1
+        # A resume reads the partition again from the bad record: still bad, halted again.
+        assert post_json(resume_url)["pipeline"] == "transform:stopper"
+        worker.wait_for(lambda w: halts_logged(w) == 2, 30, "halted again after the resume")
+        assert "halts cleared pipeline=stopper" in worker.log()
+        worker.wait_for(lambda w: halted_at(w) is not None, 30, "the status says halted again")
+        assert (halted_at(worker) or {})["partitions"][f"{source}/1"]["committed"] == 2
     out = asyncio.run(read_all(kafka_bootstrap, target))
-    assert [r.value for r in out] == [b"v0", b"v1", b"v2"]
+    values = [r.value.decode() for r in out]
+    assert sorted(values) == sorted(
+        ["a0", "a1", "a2", "a3", "a4", "b0", "b1"] + [f"c{i}" for i in range(5)]
+    )
 
-    # After a restart the pipeline resumes at the bad message (and halts on it again).
-    with WorkerProcess(config(tmp_path, kafka_bootstrap, uid), name="again") as worker:
+    # A restarted worker (a new owner) halts at the same record again.
+    with WorkerProcess(config(tmp_path, kafka_bootstrap, uid, **web), name="again") as worker:
+        worker.wait_for(lambda w: halted_at(w) is not None, 60, "halted again after a restart")
+        status = halted_at(worker) or {}
+        assert status["halted"][f"{source}/1"]["offset"] == 2
+        # The fix, saved: the halted partition is read again by the new version.
+        path.write_text(stopper(source, target, fixed=True))
+        asyncio.run(wait_count(kafka_bootstrap, target, 15))
         worker.wait_for(
-            lambda w: (w.pipeline("stopper") or {}).get("state") == "stopped", 60, "stopped again"
+            lambda w: (w.pipeline("stopper") or {}).get("state") == "running", 30, "running"
         )
-        status = worker.pipeline("stopper")
-        assert status is not None and f"{source}/0@3" in status["error"]
+        assert (worker.pipeline("stopper") or {})["halted"] == {}
+    out = asyncio.run(read_all(kafka_bootstrap, target))
+    counts = Counter(r.value.decode() for r in out)
+    assert set(counts.values()) == {1}, "each message exactly once"
+    assert sorted(counts) == sorted(
+        [f"a{i}" for i in range(5)]
+        + ["b0", "b1", "cured", "b3", "b4"]
+        + [f"c{i}" for i in range(5)]
+    )
+    by_key: dict[bytes, list[str]] = {}
+    for r in out:
+        by_key.setdefault(r.key, []).append(r.value.decode())
+    assert by_key[b"k1"] == ["b0", "b1", "cured", "b3", "b4"], "per-key order kept"
 
 
 def test_bad_transform_files_are_reported_and_the_rest_run(

@@ -20,7 +20,14 @@ from etl.errors import (
     RecordError,
     RetriableError,
 )
-from etl.runtime.policy import Backoff, apply_halt_cut, halt_cut, resolve_policy, retry
+from etl.runtime.policy import (
+    Backoff,
+    apply_halt_cut,
+    halt_cut,
+    halt_partitions,
+    resolve_policy,
+    retry,
+)
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
 
@@ -187,3 +194,32 @@ async def test_retry_leaves_other_kinds_of_retriable_error_to_the_outer_retry() 
             only=Refused,
         )
     assert calls == [1]
+
+
+async def test_retry_leaves_other_kinds_of_pause_to_the_outer_retry() -> None:
+    class Throttled(BackpressureError):
+        pass
+
+    answers: list[Exception | None] = [Throttled(0.001), BackpressureError(0.001)]
+
+    async def write() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    with pytest.raises(BackpressureError) as caught:
+        await retry(
+            write, what="bulk", backoff=Backoff(first=0), stopping=lambda: False, pauses=Throttled
+        )
+    assert type(caught.value) is BackpressureError and answers == []
+
+
+def test_halt_partitions_halts_each_partition_at_its_first_bad_record() -> None:
+    commit = {A0: 9, A1: 9, B0: 9}
+    halt = halt_partitions(commit, [(A0, 5, "a0@5"), (A0, 3, "a0@3"), (B0, 7, "b0@7")])
+    assert commit == {A0: 3, A1: 9, B0: 7} and halt.commit is commit
+    assert {tp: (h.offset, h.reason) for tp, h in halt.partitions.items()} == {
+        A0: (3, "a0@3"),
+        B0: (7, "b0@7"),
+    }
+    assert halt.reason == "a0@3 (and 1 other partition halted)"

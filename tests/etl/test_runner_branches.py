@@ -78,7 +78,7 @@ class ScriptedPipeline(ConsumerPipeline):
         if error is not None:
             raise error
         if not self.script:
-            self._halted = True  # end of the script: leave the loop
+            self._ended = True  # end of the script: leave the loop
         return {TP: offset + 1}
 
 

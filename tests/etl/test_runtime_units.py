@@ -19,6 +19,8 @@ from etl.deadletter import DeadLetterWriter
 from etl.errors import RetriableError
 from etl.redact import Redactor
 from etl.runtime.consumer import Batch, Commit, ConsumerPipeline, PipelineHalted
+from etl.runtime.dead_letters import DeadLetterRouter
+from etl.runtime.policy import Backoff
 from etl.runtime.status import State
 from etl.runtime.transform import TransformPipeline
 from etl.supervisor import PipelineSupervisor
@@ -30,15 +32,16 @@ TP = TopicPartition("src", 0)
 class NativeMessage:
     """Stands in for a librdkafka message (fields are methods)."""
 
-    def __init__(self, offset: int, value: bytes) -> None:
+    def __init__(self, offset: int, value: bytes, partition: int = TP.partition) -> None:
         self._offset = offset
         self._value = value
+        self._partition = partition
 
     def topic(self) -> str:
         return TP.topic
 
     def partition(self) -> int:
-        return TP.partition
+        return self._partition
 
     def offset(self) -> int:
         return self._offset
@@ -59,8 +62,8 @@ class NativeMessage:
         return None
 
 
-def record(offset: int, value: bytes = b"v") -> Any:
-    return NativeMessage(offset, value)
+def record(offset: int, value: bytes = b"v", partition: int = TP.partition) -> Any:
+    return NativeMessage(offset, value, partition)
 
 
 class FakeProducer:
@@ -105,7 +108,14 @@ def transform_pipeline(deal_message: Any, policy: str = "continue") -> Transform
     pipeline = TransformPipeline(spec, settings=ETLSettings())
     producer = FakeProducer()
     pipeline.producer = producer
-    pipeline.dead_letters = DeadLetterWriter(producer, "dlq", Redactor())
+    pipeline.dead_letters = DeadLetterRouter(
+        DeadLetterWriter(producer, "dlq", Redactor()),
+        pipeline="t",
+        status=pipeline.status,
+        redact=Redactor(),
+        backoff=lambda: Backoff(first=0.01, ceiling=0.01),
+        stopping=lambda: False,
+    )
     return pipeline
 
 
@@ -133,6 +143,34 @@ async def test_sys_exit_in_a_transform_halts_before_the_record_under_stop() -> N
         await pipeline.process({TP: [record(0), record(1, b"bye"), record(2)]})
     assert halted.value.commit == {TP: 1}
     assert "SystemExit" in halted.value.reason
+    assert list(halted.value.partitions) == [TP] and halted.value.partitions[TP].offset == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_under_stop_a_bad_record_halts_its_partition_and_the_batch_goes_on(
+    is_async: bool,
+) -> None:
+    def sync_deal(message: dict[str, Any]) -> Any:
+        if message["value"] == "bad":
+            raise ValueError("cannot handle bad")
+        return message
+
+    async def async_deal(message: dict[str, Any]) -> Any:
+        return sync_deal(message)
+
+    pipeline = transform_pipeline(async_deal if is_async else sync_deal, "stop")
+    p1 = TopicPartition(TP.topic, 1)
+    batch = {
+        TP: [record(0, b"a"), record(1, b"bad"), record(2, b"c")],
+        p1: [record(0, b"x", 1), record(1, b"y", 1)],
+    }
+    with pytest.raises(PipelineHalted) as halted:
+        await pipeline.process(batch)
+    assert halted.value.commit == {TP: 1, p1: 2}, "the other partition is done in full"
+    assert list(halted.value.partitions) == [TP]
+    assert halted.value.partitions[TP].offset == 1
+    assert "transform failed at src/0@1: ValueError: cannot handle bad" in halted.value.reason
+    assert [value for _topic, value in pipeline.producer.sent] == [b"a", b"x", b"y"]
 
 
 class FakeConsumer:

@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +259,25 @@ def test_stop_policy_halts_at_the_bad_record_and_resumes_after_the_fix(
     config, path = failing_setup(noida_kafka, tmp_path, uid, total, "stop", "k3:50")
     with fresh(config) as worker:
         worker.wait_for(
-            lambda w: (w.pipeline(f"eo_{uid}") or {}).get("state") == "stopped", 60, "the halt"
+            lambda w: (w.pipeline(f"eo_{uid}") or {}).get("state") == "halted", 60, "the halt"
         )
+        (bad_partition,) = (worker.pipeline(f"eo_{uid}") or {})["halted"]
+
+        def others_done(w: WorkerProcess) -> bool:
+            parts = (w.pipeline(f"eo_{uid}") or {}).get("partitions", {})
+            return all(p["lag"] == 0 for tp, p in parts.items() if tp != bad_partition)
+
+        # Only the bad record's partition halts: the others are handled to their end.
+        worker.wait_for(others_done, 60, "the other partitions done")
         halted = read_topic(noida_kafka, target)
         k3 = [r[3] for r in sorted(halted) if r[2] == b"k3"]
         # Nothing past the bad record; what came before it, exactly once.
         assert k3 == [f"k3:{n}-eo".encode() for n in range(len(k3))]
         assert len(k3) == 50
         assert len({r[3] for r in halted}) == len(halted)
+        per_key = Counter(r[2] for r in halted)
+        complete = [key for key, n in per_key.items() if n == total // KEYS]
+        assert complete, f"keys of the other partitions flowed to their end: {per_key}"
         # The fix, saved: the pipeline resumes at the bad record.
         path.write_text(failing_transform(uid, "stop", "none"))
         values = wait_outputs(noida_kafka, target, total)

@@ -84,7 +84,7 @@ async def test_an_unwritable_dead_letter_halts_once_and_writes_no_row_twice(
     )
     try:
         await _until(
-            lambda: asyncio.sleep(0, str(pipeline.status.state) == "stopped"), what="the halt"
+            lambda: asyncio.sleep(0, str(pipeline.status.state) == "halted"), what="the halt"
         )
         await asyncio.sleep(1.5)  # time enough for a retry loop to write rows again
     finally:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all
 from etl.testing.kcat import kcat_produce
-from etl.testing.worker import WorkerProcess, write_config
+from etl.testing.worker import WorkerProcess, post_json, write_config
 from tests.sinks.sqlharness import SqlTarget, as_json, unique_table
 from tests.sinks.test_sql_formats import BAD_EXAMPLE, fixed_table, flatten_table
 
@@ -145,7 +146,7 @@ def test_document_examples_through_a_worker(
 
         def stopped() -> bool:
             status = worker.pipeline("abn-stop") or {}
-            return status.get("state") == "stopped"
+            return status.get("state") == "halted"
 
         wait(stopped, worker, what="the stop-rule sink to halt")
         status = worker.pipeline("abn-stop") or {}
@@ -174,6 +175,74 @@ def test_document_examples_through_a_worker(
     assert sql_target.rows(tables["stop"], "offset", "id") == [(0, 100)]
     assert "extendinfos" in status["error"]
     assert [p["committed"] for p in status["partitions"].values()] == [1]
+
+
+@pytest.mark.postgres
+def test_a_rejected_row_halts_its_partition_the_others_flow_and_resume_writes_it(
+    pg_target: SqlTarget, kafka_bootstrap: str, uid: str, tmp_path: Path
+) -> None:
+    """Under the stop rule the bad row's partition halts and the other partition flows;
+    once the table is fixed, a resume writes the halted partition from the bad row on."""
+    topic, table = f"halt-{uid}", unique_table("halt")
+    flatten_table(pg_target, table)
+    asyncio.run(create_topic(kafka_bootstrap, topic, 2))
+    port = free_port()
+    entry = sink(
+        pg_target,
+        "halting",
+        topic,
+        table=table,
+        format="FLATTEN",
+        mode="VALUE",
+        skip_error=False,
+        on_error="stop",
+    )
+    config = write_config(
+        tmp_path,
+        kafka_bootstrap,
+        kafka={"group_prefix": f"t{uid}"},
+        errors={"dead_letter_topic": f"dlq-{uid}"},
+        sinks=[entry],
+        web={"enabled": True, "host": "127.0.0.1", "port": port},
+    )
+
+    def row(n: int, field: str = "extendinfo") -> tuple[str, str]:
+        return str(n), json.dumps({"id": n, "name": f"n{n}", field: {"region": "r"}})
+
+    def ids() -> list[int]:
+        return (
+            sorted(r[0] for r in pg_target.rows(table, "id")) if landed(pg_target, table, 1) else []
+        )
+
+    def status() -> dict[str, Any]:
+        return worker.pipeline("halting") or {}
+
+    with WorkerProcess(config) as worker:
+        asyncio.run(
+            produce(
+                kafka_bootstrap, topic, [row(100), row(101, "extendinfos"), row(102)], partition=0
+            )
+        )
+        asyncio.run(produce(kafka_bootstrap, topic, [row(200), row(201), row(202)], partition=1))
+        wait(lambda: f"{topic}/0" in status().get("halted", {}), worker, what="partition 0 halted")
+        assert status()["state"] == "halted"
+        assert status()["halted"][f"{topic}/0"]["offset"] == 1
+        assert "extendinfos" in status()["error"]
+        asyncio.run(produce(kafka_bootstrap, topic, [row(203), row(204)], partition=1))
+        wait(lambda: ids() == [100, 200, 201, 202, 203, 204], worker, what="partition 1 flowing")
+
+        def committed() -> dict[str, int]:
+            return {tp: p["committed"] for tp, p in status().get("partitions", {}).items()}
+
+        wait(lambda: committed() == {f"{topic}/0": 1, f"{topic}/1": 5}, worker, what="commits")
+        # The table gets the column the bad row needs; the operator resumes the sink.
+        pg_target.execute(f"ALTER TABLE {pg_target.q(table)} ADD COLUMN extendinfos JSONB")
+        post_json(f"http://127.0.0.1:{port}/etl/pipelines/halting/resume/")
+        wait(lambda: len(ids()) == 8, worker, what="the halted partition written")
+        wait(lambda: status().get("state") == "running", worker, what="running again")
+        assert status()["halted"] == {}
+        wait(lambda: committed() == {f"{topic}/0": 3, f"{topic}/1": 5}, worker, what="commits")
+    assert ids() == [100, 101, 102, 200, 201, 202, 203, 204], "each row once"
 
 
 def values(start: int, stop: int) -> list[tuple[str, str]]:

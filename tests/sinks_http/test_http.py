@@ -159,7 +159,7 @@ async def test_stop_policy_halts_before_the_rejected_batch(
     config = http_config(uid, topic, http_server.url, batch_size=2, on_error="stop")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
-        await wait_until(lambda: pipeline.status.state == "stopped", what="halted")
+        await wait_until(lambda: pipeline.status.state == "halted", what="halted")
         committed = pipeline.status.partitions[f"{topic}/0"].committed
     assert committed == 2
     assert [m["offset"] for m in http_server.delivered()] == [0, 1]

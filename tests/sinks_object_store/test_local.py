@@ -259,7 +259,7 @@ async def test_stop_policy_writes_nothing_past_the_bad_record(
     config = object_config(uid, topic, root, format="raw", on_error="stop")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(ObjectStoreSinkPipeline, config, settings) as pipeline:
-        await wait_until(lambda: pipeline.status.state == "stopped", what="halted by policy")
+        await wait_until(lambda: pipeline.status.state == "halted", what="halted by policy")
         committed = pipeline.status.partitions[f"{topic}/0"].committed
     assert committed == 5, "the offset stays before the bad record"
     data = b"".join(data_objects(local_objects(root)).values())

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from etl.errors import GaveUp, RetriableError
+from etl.errors import BackpressureError, GaveUp, RetriableError
 from sinks.opensearch.bulk import BulkWriter, RequestTooLarge, cut_requests, item_outcome
 from sinks.opensearch.config import OpenSearchSinkConfig
 from sinks.opensearch.documents import BulkOp, DocumentBuilder
@@ -186,4 +186,43 @@ async def test_a_request_that_fails_whole_is_left_to_the_pipelines_retry() -> No
     # Not retried here (the ops are a half-consumed generator): the pipeline retries
     # the write whole, from its first operation.
     with pytest.raises(RetriableError, match="connection reset"):
+        await writer.write(iter(ops_for([(f"k{i}", i) for i in range(6)])))
+
+
+async def test_items_refused_with_429_only_are_a_pause_not_a_counted_retry() -> None:
+    # k1 and k3 are throttled three times each: with max_retries 0 any counted retry
+    # would give up.
+    def verdict(doc_id: str, value: Any, attempt: int) -> int:
+        return 429 if doc_id in ("k1", "k3") and attempt < 3 else 201
+
+    server = FakeServer(verdict)
+    writer = BulkWriter(config(max_retries=0, bulk_actions=2), server.send, "s")
+    assert await writer.write(ops_for([(f"k{i}", i) for i in range(5)])) == []
+    assert sorted(server.docs) == ["k0", "k1", "k2", "k3", "k4"]
+    assert server.attempts[("k0", 0)] == 1, "only the throttled items are sent again"
+    assert writer.pause.attempts == 0, "the pause starts short again after a success"
+
+
+async def test_a_5xx_among_throttled_items_makes_it_a_counted_retry() -> None:
+    def verdict(doc_id: str, value: Any, attempt: int) -> int:
+        return {"k1": 429, "k2": 503}.get(doc_id, 201)
+
+    writer = BulkWriter(config(max_retries=0), FakeServer(verdict).send, "s")
+    with pytest.raises(GaveUp, match=r"documents refused: status (429|503)"):
+        await writer.write(ops_for([(f"k{i}", i) for i in range(4)]))
+
+
+async def test_a_whole_request_answered_429_is_left_to_the_pipelines_pause() -> None:
+    server = FakeServer()
+    calls: list[int] = []
+
+    async def send(body: bytes) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise BackpressureError(0.01)
+        return await server.send(body)
+
+    writer = BulkWriter(config(bulk_actions=2, max_in_flight=1), send, "s")
+    # The ops are a half-consumed generator: the pipeline writes the batch again whole.
+    with pytest.raises(BackpressureError):
         await writer.write(iter(ops_for([(f"k{i}", i) for i in range(6)])))

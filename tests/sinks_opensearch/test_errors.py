@@ -84,7 +84,7 @@ async def test_stop_policy_halts_before_the_rejected_document(
     )
     async with running_sink(config, settings_for(kafka_bootstrap, uid)) as pipeline:
         await wait_until(
-            lambda: _state_is(pipeline, State.STOPPED), what="pipeline halted by policy"
+            lambda: _state_is(pipeline, State.HALTED), what="pipeline halted by policy"
         )
         assert pipeline.status.partitions[f"{topic}/0"].committed == 3
         assert "status 400" in (pipeline.status.error or "")
@@ -109,6 +109,38 @@ async def test_throttled_items_and_busy_requests_are_retried_without_duplicates(
             await wait_until(lambda: _written(pipeline, 400), what="400 written")
     assert proxy.throttled_items > 0
     assert await count(search, index) == 400
+    docs = await all_docs(search, index)
+    assert sorted(doc["msg_body"]["value"] for doc in docs.values()) == sorted(
+        f"v{i}" for i in range(400)
+    )
+    assert await read_all(kafka_bootstrap, f"dlq-{uid}", timeout=2) == []
+
+
+async def test_a_busy_server_is_a_pause_that_never_runs_out_of_retries(
+    kafka_bootstrap: str, search_url: str, search: AsyncOpenSearch, uid: str
+) -> None:
+    """429s (whole requests and items) are backpressure: with max_retries 0, where one
+    counted retry would fail the sink, every document lands once and the status never
+    says retrying."""
+    topic, index = f"429-{uid}", f"busy-{uid}"
+    await create_topic(kafka_bootstrap, topic, 2)
+    await produce(kafka_bootstrap, topic, [(f"k{i}", f"v{i}") for i in range(400)])
+    async with SearchProxy(search_url, throttle_requests=6, busy_requests=3) as proxy:
+        config = sink_config(
+            f"os-{uid}",
+            [topic],
+            [proxy.url],
+            index=index,
+            bulk_actions=50,
+            batch_size=200,
+            max_retries=0,
+            on_error="stop",
+        )
+        async with running_sink(config, settings_for(kafka_bootstrap, uid)) as pipeline:
+            await wait_until(lambda: _written(pipeline, 400), what="400 written")
+            assert pipeline.status.state == State.RUNNING
+            assert pipeline.status.error is None
+    assert proxy.bulk_requests > 6 and proxy.throttled_items > 0
     docs = await all_docs(search, index)
     assert sorted(doc["msg_body"]["value"] for doc in docs.values()) == sorted(
         f"v{i}" for i in range(400)

@@ -100,7 +100,7 @@ async def running_source(
     try:
         for _ in range(600 if wait else 0):
             state = str(source.status.state)
-            if state == wait or (state in ("failed", "stopped") and wait == "running"):
+            if state == wait or (state in ("failed", "halted") and wait == "running"):
                 break
             await asyncio.sleep(0.05)
         yield source

@@ -500,10 +500,10 @@ async def test_stop_policy_halts_before_the_bad_transaction(
     options = source_options(server, database, uid, tables="docs", start=start, on_error="stop")
     async with running_source(kafka_bootstrap, options, max_request_size=4096) as source:
         for _ in range(200):
-            if str(source.status.state) == "stopped":
+            if str(source.status.state) == "halted":
                 break
             await asyncio.sleep(0.05)
-        assert str(source.status.state) == "stopped"
+        assert str(source.status.state) == "halted"
         error = source.status.error or ""
         saved = source.saved
     assert "cannot publish a change of table 'docs'" in error and "RecordTooLarge" in error
@@ -514,7 +514,7 @@ async def test_stop_policy_halts_before_the_bad_transaction(
     assert saved is not None and saved.pos > first_end
     async with running_source(kafka_bootstrap, options, max_request_size=4096) as source:
         for _ in range(200):
-            if str(source.status.state) == "stopped":
+            if str(source.status.state) == "halted":
                 break
             await asyncio.sleep(0.05)
-        assert str(source.status.state) == "stopped"
+        assert str(source.status.state) == "halted"

@@ -312,7 +312,7 @@ async def test_a_change_the_broker_refuses_follows_the_policy(policy: str, code:
     batch = await changes.next_batch()
     assert batch is not None
     store = _Store()
-    writer = DeadLetterWriter(producer, "dead", Redactor([]))
+    writer = source.dead_letter_router(DeadLetterWriter(producer, "dead", Redactor([])))
 
     async def publish() -> None:
         await source._publish(batch, changes, producer, store, writer)  # type: ignore[arg-type]
@@ -389,7 +389,7 @@ async def test_exactly_once_commits_a_split_mysql_transaction_once_with_its_posi
     events: list[str] = []
     producer = _TransactionalProducer(b"bad", KafkaError.MSG_SIZE_TOO_LARGE, events)
     store = _EventStore(events)
-    writer = DeadLetterWriter(producer, "dead", Redactor([]))
+    writer = source.dead_letter_router(DeadLetterWriter(producer, "dead", Redactor([])))
     changes = source.make_reader()
     changes.handoff = Handoff(asyncio.get_running_loop(), 1 << 20)
     changes.reader = _StoppedReader()  # type: ignore[assignment]

@@ -60,7 +60,7 @@ async def archive(
 async def replay(config: ObjectStoreSourceConfig, settings: Any) -> ObjectStoreSource:
     async with running(ObjectStoreSource, config, settings) as source:
         await wait_until(
-            lambda: source.status.state in ("finished", "stopped", "failed"),
+            lambda: source.status.state in ("finished", "halted", "failed"),
             timeout=60,
             what="replay done",
         )
@@ -120,5 +120,5 @@ async def test_a_bad_line_is_a_record_error(
         letters = await read_all(kafka_bootstrap, f"dlq-{uid}")
         assert [r.value for r in letters] == [b"{not json"]
     else:
-        assert source.status.state == "stopped"
+        assert source.status.state == "halted"
         assert "not a JSON line" in (source.status.error or "")

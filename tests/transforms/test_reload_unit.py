@@ -159,7 +159,7 @@ async def test_stopped_pipeline_is_restarted_by_a_save(setup: Any) -> None:
     path = py(directory / "t.py")
     await watcher.reload_file(path)
     pipeline = supervisor.pipelines["transform:t"]
-    pipeline.status.state, pipeline.consumer = State.STOPPED, None
+    pipeline.status.state, pipeline.consumer = State.HALTED, None
     path.touch()
     await watcher.reload_file(path)
     assert supervisor.calls == [("start", "t"), ("restart", "t")]
