@@ -267,3 +267,58 @@ def test_show_redacts_secrets_and_logs_come_from_every_worker(
     finally:
         for member in found.members:
             member.process.stop()
+
+
+def test_a_poison_message_halts_its_partition_and_a_reset_skips_it(
+    tmp_path: Path, kafka_bootstrap: str, uid: str
+) -> None:
+    """Under ON_ERROR = "stop" the poison halts partition 0 only; `etl offsets reset
+    --to-offset 0:O+1 --stop` then `etl resume` skips it: every other message once."""
+    found = Cluster(kafka_bootstrap, f"cp-src-{uid}", f"cp-dst-{uid}", f"cp{uid}")
+    asyncio.run(create_topic(kafka_bootstrap, found.source, 2))
+    member = make_member(tmp_path, found, "a")
+    (tmp_path / "a" / "transforms" / "t.py").write_text(
+        f"SOURCE_TOPIC = {found.source!r}\nTARGET_TOPIC = {found.target!r}\n"
+        'START_OFFSET = "earliest"\nON_ERROR = "stop"\n\n\n'
+        "def deal_message(message):\n"
+        '    if message["value"] == "poison":\n'
+        '        raise ValueError("cannot digest poison")\n'
+        '    message["value"] += "!"\n'
+        "    return message\n"
+    )
+    member.process.start()
+    found.members.append(member)
+    try:
+        wait_until(lambda: member.item(scope="local").get("partitions"), "assigned", 90)
+        items = [(None, f"p0-{i}") for i in range(5)] + [(None, "poison")]
+        items += [(None, f"p0-{i}") for i in range(5, 10)]
+        asyncio.run(produce(kafka_bootstrap, found.source, items, partition=0))
+        asyncio.run(
+            produce(
+                kafka_bootstrap, found.source, [(None, f"p1-{i}") for i in range(10)], partition=1
+            )
+        )
+        item = wait_until(
+            lambda: (i := member.item())["state"] == "halted" and i["halted"] and i, "the halt"
+        )
+        halted = item["halted"][f"{found.source}/0"]
+        assert halted["offset"] == 5 and "cannot digest poison" in halted["reason"]
+        # Partition 1 went on; partition 0 stopped right before the poison.
+        wait_until(lambda: sum(found.outputs().values()) == 15, "15 outputs")
+        assert found.outputs() == Counter(
+            [f"p0-{i}!" for i in range(5)] + [f"p1-{i}!" for i in range(10)]
+        )
+        assert item["partitions"][f"{found.source}/0"]["committed"] == 5
+
+        reset = found.cli("offsets", "reset", "t", "--to-offset", "0:6", "--stop", "--json")
+        assert reset.exit_code == 0, reset.output
+        rows = json.loads(reset.stdout)["partitions"]
+        assert rows[f"{found.source}/0"]["before"] == 5 and rows[f"{found.source}/0"]["after"] == 6
+        assert found.cli("resume", "t").exit_code == 0
+        wait_until(lambda: sum(found.outputs().values()) == 20, "20 outputs", 120)
+        assert found.outputs() == Counter(
+            [f"p0-{i}!" for i in range(10)] + [f"p1-{i}!" for i in range(10)]
+        )
+        wait_until(lambda: member.item()["state"] == "running", "running again")
+    finally:
+        member.process.stop()
