@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from etl.embedded import EmbeddedBroker
+from etl.testing.ports import reserve_port
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     log_path = tmp_path_factory.mktemp("tansu") / "broker.log"
-    broker = EmbeddedBroker(log_path=log_path).start()
+    broker = EmbeddedBroker(reserve_port(), log_path=log_path).start()
     try:
         yield broker.bootstrap_servers
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> 
     """An etl.yaml without a broker address still gets the embedded broker; a taken web
     port moves to a free one; `etl status`/`pause` find this worker, not the port's owner."""
     shutil.copytree(ROOT / "transforms", tmp_path / "transforms")
-    port = free_port()
+    port = reserve_port()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 from tests.etl.test_cli import etl
 
@@ -56,7 +56,7 @@ def test_a_mistyped_option_names_the_right_one(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_broker_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{reserve_port()}"}
     commands = [["send", "t", "--value", "x"], ["consume", "t"], ["query", "t"], ["search", "t"]]
     runs = [
         subprocess.Popen(

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import EmbeddedBroker, free_port
+from etl.embedded import EmbeddedBroker
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
 from etl.testing.kcat import kcat_consume, kcat_produce
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
@@ -255,7 +256,7 @@ def test_bad_transform_files_are_reported_and_the_rest_run(
 def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     tmp_path: Path, uid: str
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     bootstrap = f"127.0.0.1:{port}"
     source, target = f"in-{uid}", f"out-{uid}"
     transform(tmp_path, "suffix", suffixed(source, target))

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 
@@ -53,7 +53,7 @@ def test_a_slow_transform_leaves_the_web_api_and_other_pipelines_alone(
     asyncio.run(create_topic(kafka_bootstrap, slow_in, 4))
     add(tmp_path, "slow", suffix_transform(slow_in, slow_out, "+s", delay_s=0.002))
     add(tmp_path, "fast", suffix_transform(fast_in, fast_out, "+f"))
-    port = free_port()
+    port = reserve_port()
     path = project(tmp_path, kafka_bootstrap, uid, web={"enabled": True, "port": port})
     with WorkerProcess(path) as worker:
         worker.wait_running("slow", "fast")

@@ -16,8 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from etl.embedded import free_port
 from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 KEYS = 10
@@ -309,7 +309,7 @@ def test_hot_reload_swaps_at_a_transaction_boundary(
 
 def test_pause_and_resume_between_transactions(noida_kafka: str, tmp_path: Path, uid: str) -> None:
     source, target, name = suffix_pipeline(tmp_path, uid)
-    port = free_port()
+    port = reserve_port()
     config = write_config(
         tmp_path,
         noida_kafka,
