@@ -172,6 +172,7 @@ def test_dead_letters_show_reason_source_and_headers(
     assert "header" not in etl("search", dlq, "--value", "v1", env=env).stdout
 
 
+@pytest.mark.serial  # saves 0.4 s apart inside a 1.5 s quiet period
 @pytest.mark.kafka
 def test_a_new_file_saved_three_times_joins_once(
     tmp_path: Path, kafka_bootstrap: str, uid: str

@@ -274,6 +274,7 @@ def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     assert "Traceback" not in worker.log()
 
 
+@pytest.mark.serial  # the kill must land mid-stream
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str, uid: str) -> None:
     source, target = f"seq-{uid}", f"seq-out-{uid}"

@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
 from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
@@ -97,6 +99,7 @@ def kill_rounds(
     produce_sequences(bootstrap, source, KEYS, produced, total - produced)
 
 
+@pytest.mark.serial  # most of ten kills must find a transaction open
 def test_kill_9_mid_stream_repeats_and_loses_nothing(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:

@@ -217,6 +217,7 @@ def test_database_outage_of_20s_loses_nothing(
     assert ids == list(range(1000))
 
 
+@pytest.mark.serial  # the kill must land mid-stream
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing_and_upserts_no_duplicates(
     sql_target: SqlTarget, kafka_bootstrap: str, uid: str, tmp_path: Path

@@ -35,6 +35,7 @@ def inserted_ids(bootstrap: str, topic: str) -> list[int]:
     return ids
 
 
+@pytest.mark.serial  # a kill must find a transaction open
 def test_kill_9_during_inserts_publishes_every_change_once(
     noida_kafka: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
 ) -> None:

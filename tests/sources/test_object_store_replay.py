@@ -54,6 +54,7 @@ def by_partition(records: list[Any]) -> dict[int, list[tuple[Any, ...]]]:
     return out
 
 
+@pytest.mark.serial  # the kill must land mid-replay
 def test_replay_restores_archive_byte_for_byte_after_kill(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
