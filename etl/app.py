@@ -137,9 +137,11 @@ def create_app(settings: ETLSettings) -> ETLApp:
             super().__init__(settings, **kwargs)
             app.etl_supervisor = self
 
+    from etl.alerts.web import register_alert_views
     from etl.web import register_views
 
     register_views(app)
+    register_alert_views(app)
     return app
 
 

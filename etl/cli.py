@@ -13,8 +13,11 @@ from typing import Any
 
 import click
 
+from etl.alerts.cli import alerts_group
+from etl.cli_cluster import offsets_group  # noqa: F401  (adds its commands)
 from etl.cli_common import CONFIG_OPTION, error_line, fail
 from etl.cli_common import settings_or_exit as _settings
+from etl.cli_connectors import connectors_group  # noqa: F401  (adds its commands)
 from etl.cli_ops import OPS_COMMANDS
 from etl.cli_templates import templates_group
 from etl.config import ETLSettings
@@ -74,9 +77,15 @@ def main() -> None:
 
 def run_worker(settings: ETLSettings, loglevel: str | None = None) -> None:
     """Run the Faust worker for these settings until it is stopped."""
+    import faulthandler
+    import signal
+
     from etl.app import ETLWorker, create_app
     from etl.ops.client import web_url
 
+    # `kill -USR1 PID` prints every thread's stack to the worker's stderr (a stuck
+    # worker can be diagnosed without stopping it).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app = create_app(settings)
     if settings.web.enabled:
         url = web_url(settings.web.host, settings.web.port)
@@ -360,6 +369,7 @@ def header_dict(headers: Any) -> dict[str, str | None]:
 
 
 main.add_command(templates_group)
+main.add_command(alerts_group)
 for _command in OPS_COMMANDS:
     main.add_command(_command)
 

@@ -1,4 +1,6 @@
-"""Operator commands: ``etl status``, ``pause``, ``resume``, ``query`` and ``search``."""
+"""Operator commands: ``etl status``, ``pause``, ``resume``, ``stop``, ``restart``,
+``query``, ``search`` and ``deadletters`` (``offsets``, ``show`` and ``logs`` are in
+:mod:`etl.cli_cluster`)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,25 @@ URL_OPTION = click.option(
     ),
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+TOKEN_OPTION = click.option(
+    "--token",
+    default=None,
+    help="The worker's web.token (default: $ETL_WEB_TOKEN, else web.token of the config).",
+)
+BOOTSTRAP_OPTION = click.option(
+    "--bootstrap",
+    default=None,
+    help="Ask Kafka at HOST:PORT directly, without a worker (default broker: the config's).",
+)
+
+
+def with_bootstrap(settings: ETLSettings, bootstrap: str | None) -> ETLSettings:
+    """The settings with ``--bootstrap`` as kafka.bootstrap_servers, when given."""
+    if bootstrap:
+        settings.kafka.bootstrap_servers = bootstrap
+    return settings
+
+
 OUT_OPTION = click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -67,8 +88,16 @@ def _console() -> Console:
 # ---- status ------------------------------------------------------------------------
 
 
-def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any], str]:
-    """The worker's status over HTTP, else from its ``status.json``; (snapshot, source)."""
+def fetch_status(
+    settings: ETLSettings, url: str | None, bootstrap: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The cluster's status from a worker over HTTP, else from Kafka (``--bootstrap``),
+    else the worker's ``status.json``; (snapshot, source)."""
+    if bootstrap:
+        from etl.ops.cluster import status_from_kafka
+
+        snapshot = _run(lambda: status_from_kafka(with_bootstrap(settings, bootstrap)), settings)
+        return snapshot, f"Kafka at {bootstrap} (read-only, no worker asked)"
     target = find_worker(settings, url)
     base, label = target.url, target.label
     problem = f"{label}: its web server is off (web.enabled: false)"
@@ -92,6 +121,7 @@ def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any]
 @_command()
 @CONFIG_OPTION
 @URL_OPTION
+@BOOTSTRAP_OPTION
 @JSON_OPTION
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
@@ -99,19 +129,24 @@ def fetch_status(settings: ETLSettings, url: str | None) -> tuple[dict[str, Any]
 def status(
     config: str | None,
     url: str | None,
+    bootstrap: str | None,
     as_json: bool,
     watch: bool,
     interval: float,
     iterations: int | None,
 ) -> None:
-    """State, rate, last error and per-partition lag of every pipeline of a worker."""
+    """Every pipeline of the cluster: state, rates, owner and lag per partition, workers.
+
+    Asks a worker (any one: each knows the whole cluster), or with --bootstrap
+    reads it from Kafka alone, with no worker running.
+    """
     from rich.live import Live
 
     from etl.ops.render import render_status
 
     settings = _settings(config)
     if not watch:
-        snapshot, source = fetch_status(settings, url)
+        snapshot, source = fetch_status(settings, url, bootstrap)
         if as_json:
             click.echo(json.dumps(snapshot, indent=2, default=str))
         else:
@@ -121,7 +156,7 @@ def status(
     try:
         if as_json:
             while iterations is None or count < iterations:
-                snapshot, _ = fetch_status(settings, url)
+                snapshot, _ = fetch_status(settings, url, bootstrap)
                 click.echo(json.dumps(snapshot, default=str))
                 count += 1
                 time.sleep(interval)
@@ -129,7 +164,7 @@ def status(
         console = _console()
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while iterations is None or count < iterations:
-                snapshot, source = fetch_status(settings, url)
+                snapshot, source = fetch_status(settings, url, bootstrap)
                 live.update(render_status(snapshot, source), refresh=True)
                 count += 1
                 if iterations is None or count < iterations:
@@ -149,52 +184,116 @@ def _check_project(settings: ETLSettings, snapshot: dict[str, Any], base: str) -
         )
 
 
-# ---- pause / resume ------------------------------------------------------------------
+# ---- pause / resume / stop / restart ----------------------------------------------------
 
 
 def _control(
-    config: str | None, url: str | None, name: str, action: str
+    config: str | None,
+    url: str | None,
+    name: str,
+    action: str,
+    token: str | None = None,
+    bootstrap: str | None = None,
 ) -> tuple[dict[str, Any], str]:
+    """Ask for ``action`` through a worker's API, or (``--bootstrap``) the control topic."""
+    from etl.ops.client import worker_token
+
     settings = _settings(config)
+    if bootstrap:
+        return _control_direct(with_bootstrap(settings, bootstrap), name, action), (
+            f"the control topic at {bootstrap}"
+        )
     target = find_worker(settings, url)
     base, label = target.url, target.label
+    direct = f"the control topic at {settings.kafka.bootstrap_servers}"
     if base is None:
-        _fail(
-            f"{action} talks to the worker over HTTP, but its web server is off "
-            f"({label}; web.enabled: false): turn it on or pass --url"
-        )
-    client = WorkerClient(base)
+        # Requests are records in the control topic: no worker needs to relay them.
+        return _control_direct(settings, name, action), f"{direct}; {label}"
+    client = WorkerClient(base, token=worker_token(settings, token))
     try:
         if target.guessed:
-            _check_project(settings, client.status(), base)
-        answer = client.pause(name) if action == "pause" else client.resume(name)
+            _check_project(settings, client.status("local"), base)
+        answer = client.action(name, action)
     except WorkerRequestError as exc:
         _fail(f"{action} {name} on {label}: {exc}")
     except WorkerUnreachable as exc:
-        _fail(f"{exc} ({label}); is the worker running? `make run` or `etl worker` starts it")
+        if url:
+            _fail(f"{exc} ({label}); is the worker running? `etl worker` starts it")
+        return _control_direct(settings, name, action), f"{direct}; {exc}"
     return answer, label
 
 
-@_command()
-@CONFIG_OPTION
-@URL_OPTION
-@click.argument("name")
-def pause(config: str | None, url: str | None, name: str) -> None:
-    """Pause pipeline NAME (or KIND:NAME) until resumed, also across restarts."""
-    answer, label = _control(config, url, name, "pause")
-    key = answer["pipeline"]
-    click.echo(f"paused {key} on {label}")
-    click.echo(f"it stays paused across restarts until: etl resume {key}")
+def _control_direct(settings: ETLSettings, name: str, action: str) -> dict[str, Any]:
+    from etl.control.plane import ControlPlane
+
+    async def go() -> dict[str, Any]:
+        plane = ControlPlane(settings)
+        await plane.start(follow_changes=False)
+        try:
+            keys = plane.table.pipeline_keys()
+            key = name if name in keys else None
+            if key is None:
+                matches = sorted(k for k in keys if k.split(":", 1)[-1] == name)
+                if len(matches) != 1:
+                    raise ETLError(
+                        f"no pipeline {name!r} in this cluster"
+                        if not matches
+                        else f"{name!r} is ambiguous: use one of {', '.join(matches)}"
+                    )
+                key = matches[0]
+            if action in ("pause", "stop"):
+                await plane.set_desired(key, "paused" if action == "pause" else "stopped")
+            else:
+                await plane.set_desired(key, "running")
+                await plane.request_restart(key, broken_only=action == "resume")
+            return {"pipeline": key, "action": action}
+        finally:
+            await plane.stop()
+
+    return _run(go, settings)
 
 
-@_command()
-@CONFIG_OPTION
-@URL_OPTION
-@click.argument("name")
-def resume(config: str | None, url: str | None, name: str) -> None:
-    """Resume pipeline NAME after ``etl pause``."""
-    answer, label = _control(config, url, name, "resume")
-    click.echo(f"resumed {answer['pipeline']} on {label}")
+_DONE = {
+    "pause": "paused {key} on every worker ({label})\n"
+    "it stays paused, also across restarts, until: etl resume {key}",
+    "resume": "resumed {key} on every worker ({label}); halted partitions and a failed "
+    "pipeline start again from their committed offsets",
+    "stop": "stopped {key} on every worker ({label}): its consumers left the group, its "
+    "offsets can be reset now (etl offsets reset {key} ...)\nstart it again: etl resume {key}",
+    "restart": "restarted {key} on every worker ({label}) from its committed offsets",
+}
+
+
+def _control_command(action: str, help_text: str) -> click.Command:
+    @_command(name=action, help=help_text)
+    @CONFIG_OPTION
+    @URL_OPTION
+    @TOKEN_OPTION
+    @BOOTSTRAP_OPTION
+    @click.argument("name")
+    def command(
+        config: str | None, url: str | None, token: str | None, bootstrap: str | None, name: str
+    ) -> None:
+        answer, label = _control(config, url, name, action, token, bootstrap)
+        click.echo(_DONE[action].format(key=answer["pipeline"], label=label))
+
+    return command
+
+
+pause = _control_command(
+    "pause", "Pause pipeline NAME (or KIND:NAME) on every worker until resumed, across restarts."
+)
+resume = _control_command(
+    "resume",
+    "Resume pipeline NAME on every worker; also restarts it if it halted or failed.",
+)
+stop = _control_command(
+    "stop",
+    "Stop pipeline NAME on every worker (consumers leave the group) until resumed.",
+)
+restart = _control_command(
+    "restart", "Restart pipeline NAME on every worker from its committed offsets."
+)
 
 
 # ---- query / search -------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from etl.alerts.config import AlertSettings
 from etl.errors import ConfigurationError
 
 
@@ -152,13 +153,41 @@ class ErrorSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
-    """The worker's HTTP server (status, metrics)."""
+    """The worker's HTTP server (status, metrics, control API, console)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=0, le=65535)
+    #: Bearer token every request that changes something must carry. Required for
+    #: those requests when ``host`` is not a loopback address (docs/operations.md).
+    token: SecretStr | None = None
+    #: Refuse every request that changes something (status and reads only).
+    read_only: bool = False
+
+
+class ControlSettings(BaseModel):
+    """The cluster's shared control state (pause/resume/stop/restart, worker list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Keep the state in a compacted Kafka topic shared by every worker. False: in
+    #: this process only (one worker; nothing survives a restart).
+    enabled: bool = True
+    #: The compacted control topic; unset = ``<kafka.group_prefix>-control``.
+    topic: str | None = Field(default=None, pattern=NAME_PATTERN)
+    #: How often a worker writes its heartbeat (status of its pipelines).
+    heartbeat_seconds: float = Field(default=2.0, ge=0.2, le=60)
+    #: Recent log lines of each pipeline go to this topic (``etl logs`` across the
+    #: cluster); unset = ``<kafka.group_prefix>-logs``.
+    logs_topic: str | None = Field(default=None, pattern=NAME_PATTERN)
+    #: Send pipelines' log lines to ``logs_topic`` (they are kept in memory anyway).
+    ship_logs: bool = True
+    #: Encrypts the secrets of connectors created through the API before they are
+    #: stored in the control topic (any long random string; the same on every worker).
+    #: Unset: the API takes secrets only as ``${VAR}`` references.
+    secrets_key: SecretStr | None = None
 
 
 class PluginConfigBase(BaseModel):
@@ -212,6 +241,8 @@ class ETLSettings(BaseModel):
     #: Identifies the Faust app (and its data directory).
     app_id: str = Field(default="etl", pattern=NAME_PATTERN)
     transforms_dir: Path = Path("transforms")
+    #: One sink or source per YAML file, watched while the worker runs (docs/connectors.md).
+    connectors_dir: Path = Path("connectors")
     #: Where the worker keeps local state (status file, Faust data).
     data_dir: Path = Path(".etl-data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -225,6 +256,9 @@ class ETLSettings(BaseModel):
     kafka: KafkaSettings = KafkaSettings()
     errors: ErrorSettings = ErrorSettings()
     web: WebSettings = WebSettings()
+    control: ControlSettings = ControlSettings()
+    #: Alert rules and notifiers (docs/alerts.md); more rules in ``alerts.rules_dir``.
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     sinks: list[dict[str, Any]] = Field(default_factory=list)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     #: Set by :func:`load_settings`: the file the settings came from, if any.
@@ -472,6 +506,9 @@ def load_settings(
         settings = ETLSettings.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc, model=ETLSettings)
+    if settings is not None:
+        base_dir = config_path.parent if config_path is not None else Path.cwd()
+        problems += settings.alerts.load_rule_files(base_dir, environ)
 
     for kind, key in (("sink", "sinks"), ("source", "sources")):
         entries = data.get(key) if settings is None else getattr(settings, key)
@@ -492,6 +529,8 @@ def load_settings(
     base = config_path.parent if config_path is not None else Path.cwd()
     if not settings.transforms_dir.is_absolute():
         settings.transforms_dir = (base / settings.transforms_dir).resolve()
+    if not settings.connectors_dir.is_absolute():
+        settings.connectors_dir = (base / settings.connectors_dir).resolve()
     if not settings.data_dir.is_absolute():
         settings.data_dir = (base / settings.data_dir).resolve()
     return settings

@@ -176,9 +176,15 @@ async def topic_partitions(settings: KafkaSettings, topics: Iterable[str]) -> di
         await admin.close()
 
 
-async def ensure_topics(settings: KafkaSettings, wanted: Mapping[str, int]) -> list[str]:
+async def ensure_topics(
+    settings: KafkaSettings,
+    wanted: Mapping[str, int],
+    *,
+    configs: Mapping[str, str] | None = None,
+) -> list[str]:
     """Create the topics of ``wanted`` (name -> partitions) that do not exist yet.
 
+    ``configs`` are topic settings for the created topics (``cleanup.policy``...).
     Returns the names created. Does nothing when ``auto_create_topics`` is off.
     """
     if not settings.auto_create_topics or not wanted:
@@ -199,6 +205,7 @@ async def ensure_topics(settings: KafkaSettings, wanted: Mapping[str, int]) -> l
                             name,
                             num_partitions=partitions,
                             replication_factor=settings.replication_factor,
+                            topic_configs=dict(configs or {}),
                         )
                     ]
                 )

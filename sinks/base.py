@@ -299,6 +299,29 @@ class SinkPipeline(ConsumerPipeline):
             job.cancel()  # stopping without a drain (halt, crash): nothing is committed
         await self.sink.close()
 
+    async def reconfigure(self, config: SinkConfigBase, *, reopen: bool) -> None:
+        """Run with ``config`` from the next batch on, without leaving the group.
+
+        ``reopen``: everything buffered is written and committed first, then the sink
+        is closed and opened again with the new configuration (a new table, URL,
+        format...); the consumer keeps its partitions and position, so nothing is
+        read twice or skipped. Without it (batching and retry options) the new values
+        simply apply.
+        """
+        async with self._lock:
+            if reopen and self.consumer is not None:
+                await self._commit(await self.flush_partitions(set(self._assigned)))
+                replacement = self.sink_class(config, settings=self.settings, redact=self.redact)
+                await self._retrying(replacement.open, "open")
+                old, self.sink = self.sink, replacement
+                try:
+                    await old.close()
+                except Exception as exc:
+                    log.warning("sink close failed sink=%s error=%r", self.name, self._text(exc))
+            self.config = config
+            self.sink.config = config
+            self.max_retries = config.max_retries
+
     # ---- writing ----------------------------------------------------------------------
 
     async def _dispatch(self, partitions: set[TopicPartition]) -> Commit:

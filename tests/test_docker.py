@@ -80,6 +80,18 @@ def test_compose_files_exist_and_the_worker_config_loads(
     hosts = {"kafka", "postgres", "mysql", "opensearch", "receiver"}
     assert hosts <= set(compose["services"])
     assert settings.web.host == "0.0.0.0" and worker["ports"] == ["127.0.0.1:16066:6066"]
+    # Off loopback, no change goes through without the token (etl.web.guard).
+    from etl.web.guard import check_change
+
+    assert worker["environment"]["ETL_WEB_TOKEN"] == "${ETL_WEB_TOKEN:-}"
+    headers = {"Host": "127.0.0.1:16066", "Content-Type": "application/json"}
+    refusal = check_change(settings.web, "POST", headers)
+    assert refusal is not None and "token" in refusal.message
+    monkeypatch.setenv("ETL_WEB_TOKEN", "compose-token")
+    guarded = load_settings(config).web
+    assert check_change(guarded, "POST", headers) is not None
+    ok = {**headers, "Authorization": "Bearer compose-token"}
+    assert check_change(guarded, "POST", ok) is None
 
 
 def test_dockerfile_runs_the_worker() -> None:

@@ -79,39 +79,82 @@ def find_worker(settings: ETLSettings, explicit: str | None = None) -> WorkerTar
     return WorkerTarget(url, label, guessed=True)
 
 
+#: The token ``etl`` commands send to a worker (else ``web.token`` of the configuration).
+TOKEN_ENV = "ETL_WEB_TOKEN"
+
+
+def worker_token(settings: ETLSettings | None, explicit: str | None = None) -> str | None:
+    """``--token``, else ``$ETL_WEB_TOKEN``, else ``web.token`` of the configuration."""
+    if explicit:
+        return explicit
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    if settings is not None and settings.web.token is not None:
+        return settings.web.token.get_secret_value() or None
+    return None
+
+
 class WorkerClient:
     """A small JSON client for the worker's ``/etl/...`` routes."""
 
-    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
 
-    def _request(self, method: str, path: str) -> Any:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
         url = self.base_url + path
-        request = urllib.request.Request(url, method=method)
+        data = None
+        headers = {"Accept": "application/json"}
+        if method != "GET":
+            # The worker refuses changes that are not declared JSON (no cross-site forms).
+            data = json.dumps(body if body is not None else {}).encode()
+            headers["Content-Type"] = "application/json"
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         if urllib.parse.urlparse(url).scheme not in ("http", "https"):
             raise WorkerUnreachable(f"{self.base_url}: not an http(s) URL")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
+                raw = response.read().decode("utf-8")
+                return json.loads(raw) if raw.strip() else None
         except urllib.error.HTTPError as exc:
             try:
-                reason = json.loads(exc.read().decode("utf-8")).get("error") or exc.reason
-            except ValueError:
+                answer = json.loads(exc.read().decode("utf-8"))
+                reason = answer.get("error") or answer.get("message") or exc.reason
+            except (ValueError, AttributeError):
                 reason = exc.reason
             raise WorkerRequestError(f"{reason} (HTTP {exc.code})") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise WorkerUnreachable(f"worker at {self.base_url} unreachable: {reason}") from None
 
-    def status(self) -> dict[str, Any]:
-        """``GET /etl/status/``."""
-        return dict(self._request("GET", "/etl/status/"))
+    def status(self, scope: str = "cluster") -> dict[str, Any]:
+        """``GET /etl/status/`` (the cluster; ``scope="local"``: that worker only)."""
+        suffix = "?scope=local" if scope == "local" else ""
+        return dict(self._request("GET", f"/etl/status/{suffix}"))
+
+    def get(self, path: str) -> dict[str, Any]:
+        """``GET`` a JSON route of the API."""
+        return dict(self._request("GET", path))
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``POST`` a JSON body to a route of the API."""
+        return dict(self._request("POST", path, body))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Any route: the answer's JSON (None for an empty answer)."""
+        return self._request(method, path, body)
+
+    def action(self, name: str, action: str) -> dict[str, Any]:
+        """``POST /etl/pipelines/NAME/ACTION/`` (pause, resume, stop, restart)."""
+        return self.post(f"/etl/pipelines/{urllib.parse.quote(name)}/{action}/")
 
     def pause(self, name: str) -> dict[str, Any]:
         """``POST /etl/pipelines/NAME/pause/``."""
-        return dict(self._request("POST", f"/etl/pipelines/{urllib.parse.quote(name)}/pause/"))
+        return self.action(name, "pause")
 
     def resume(self, name: str) -> dict[str, Any]:
         """``POST /etl/pipelines/NAME/resume/``."""
-        return dict(self._request("POST", f"/etl/pipelines/{urllib.parse.quote(name)}/resume/"))
+        return self.action(name, "resume")

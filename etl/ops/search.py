@@ -30,16 +30,30 @@ def keyword_matcher(keyword: str) -> Matcher:
         # A plain phrase: a substring test is several times faster than a regex.
         needle = keyword.casefold()
         return lambda text: needle in text.casefold()
-    parts = []
-    for char in keyword:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    pattern = re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-    return lambda text: pattern.search(text) is not None
+    # The pieces between ``*`` must occur in order; each is found at its leftmost
+    # place after the previous one (right, as ``*`` takes any run). One regex of
+    # ``.*`` runs would backtrack exponentially on a keyword like ``*a*a*a*a*b``:
+    # this stays linear in the text per piece, so no keyword can stall a scan
+    # (searches run inside the worker too, see etl.web.console_search).
+    pieces = [
+        re.compile(
+            "".join("." if char == "?" else re.escape(char) for char in piece),
+            re.IGNORECASE | re.DOTALL,
+        )
+        for piece in keyword.split("*")
+        if piece
+    ]
+
+    def match(text: str) -> bool:
+        position = 0
+        for piece in pieces:
+            found = piece.search(text, position)
+            if found is None:
+                return False
+            position = found.end()
+        return True
+
+    return match
 
 
 def parse_offset_range(text: str) -> tuple[int | None, int | None]:

@@ -320,6 +320,12 @@ class ConsumerPipeline(Service):
                     if self.should_stop or self.consumer is None:
                         # Stopped while polling: leave this batch uncommitted for the next owner.
                         break
+                    if batch and self._paused:
+                        # Fetched before the pause reached the client: not handled now,
+                        # read again from its first record after the resume.
+                        for tp, records in batch.items():
+                            await self.consumer.seek(tp, record_offset(records[0]))
+                        batch = {}
                     started = time.perf_counter()
                     commit: Commit = {}
                     if batch:
@@ -511,10 +517,9 @@ class ConsumerPipeline(Service):
             return
         for tp in assigned:
             progress = self._progress(tp)
-            # Some brokers report the end as the start of the last record batch + 1;
-            # the fetch high-water mark seen by this consumer is never below the truth.
-            known = [v for v in (ends.get(tp), consumer.highwater(tp)) if v is not None]
-            progress.end = max(known) if known else None
+            # end_offsets already takes the fetch high-water mark into account (some
+            # brokers report the start of the last record batch + 1).
+            progress.end = ends.get(tp)
             if progress.committed is None:
                 try:
                     progress.committed = await consumer.committed(tp)

@@ -280,6 +280,8 @@ class NativeConsumer:
         self._on_revoked: RebalanceHandler | None = None
         self._topics: list[str] = []
         self._paused: set[TopicPartition] = set()
+        #: What the rebalance callbacks assigned (read without calling librdkafka).
+        self._assigned: set[TopicPartition] = set()
         self._pause_all = False
         self._closed = threading.Event()
         self._last_error = ""
@@ -349,6 +351,7 @@ class NativeConsumer:
         # partitions can be paused before anything is fetched for them.
         consumer.assign(partitions)
         tps = {_tp(p) for p in partitions}
+        self._assigned = tps
         if self._pause_all and partitions:
             consumer.pause(partitions)
             self._paused |= tps
@@ -358,6 +361,7 @@ class NativeConsumer:
         tps = {_tp(p) for p in partitions}
         self._call_loop(self._on_revoked, tps)
         self._paused -= tps
+        self._assigned = set()
         consumer.unassign()
 
     # ---- polling ----------------------------------------------------------------------
@@ -460,11 +464,19 @@ class NativeConsumer:
             out = {}
             for tp in tps:
                 _low, high = consumer.get_watermark_offsets(_native(tp), timeout=5.0)
-                out[tp] = high
+                # Some brokers report the end as the start of the last record batch + 1;
+                # the fetch high-water mark this consumer saw is never below the truth.
+                try:
+                    _low, seen = consumer.get_watermark_offsets(_native(tp), cached=True)
+                except KafkaException:
+                    seen = -1
+                out[tp] = max(high, seen)
             return out
 
         # Not on the commit thread: a status refresh (one broker round trip per
-        # partition, every second) must never make a batch's commit wait.
+        # partition, every second) must never make a batch's commit wait. Not on the
+        # event loop either: a librdkafka call there can wait for a rebalance callback
+        # that itself waits for the loop (a frozen worker, seen during a rebalance).
         return await self._run(None, read)  # type: ignore[no-any-return]
 
     def highwater(self, tp: TopicPartition) -> int | None:
@@ -487,25 +499,33 @@ class NativeConsumer:
 
     # ---- pause ----------------------------------------------------------------------------
 
+    # The event loop never calls librdkafka's consumer itself: such a call can wait
+    # for a rebalance callback running on the poll thread, which waits for the loop
+    # (a frozen worker). Pause and resume are queued on the commit thread, in order.
+
     def assignment(self) -> set[TopicPartition]:
-        consumer = self._consumer
-        if consumer is None:
-            return set()
-        return {_tp(p) for p in consumer.assignment()}
+        """The partitions assigned now, as the rebalance handlers reported them."""
+        return set(self._assigned)
 
     def pause(self, *tps: TopicPartition) -> None:
         consumer = self._consumer
         if consumer is None or not tps:
             return
-        consumer.pause([_native(tp) for tp in tps])
         self._paused |= set(tps)
+        self._io_thread.submit(_quietly, consumer.pause, [_native(tp) for tp in tps])
 
     def resume(self, *tps: TopicPartition) -> None:
         consumer = self._consumer
         if consumer is None or not tps:
             return
-        consumer.resume([_native(tp) for tp in tps])
         self._paused -= set(tps)
+        self._io_thread.submit(_quietly, consumer.resume, [_native(tp) for tp in tps])
+
+    async def settled(self) -> None:
+        """Return once every pause and resume asked so far reached librdkafka."""
+        if self._consumer is None:
+            return
+        await self._run(self._io_thread, lambda: None)
 
     def pause_all(self, paused: bool) -> None:
         """Keep every partition (also ones assigned later) paused or not."""
@@ -731,6 +751,13 @@ class NativeProducer:
     async def _poll_until_empty(self) -> None:
         while self._producer is not None and len(self._producer) > 0:
             await self.serve(0.05)
+
+
+def _quietly(call: Any, partitions: list[NativeTopicPartition]) -> None:
+    try:
+        call(partitions)
+    except (KafkaException, RuntimeError) as exc:  # closed meanwhile, or not assigned
+        log.debug("consumer pause/resume skipped error=%r", str(exc))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -140,20 +140,27 @@ class SourceReader(Protocol):
 
 
 class Leadership(Protocol):
-    """Elects the one worker that runs a source (blocking calls, run in a thread)."""
+    """Elects the one worker that runs a source.
+
+    :class:`etl.control.lease.KafkaLease` works on any Kafka broker; a lock of the
+    outside system (the binlog source's MySQL ``GET_LOCK``) may serve instead. A
+    blocking implementation runs its calls in a thread (``asyncio.to_thread``).
+    """
 
     name: str
+    #: Seconds between attempts to acquire it and between checks that it is held.
+    check_seconds: float
 
-    def acquire(self) -> bool:
+    async def acquire(self) -> bool:
         """Try once, without waiting; True when this worker holds it now."""
         ...
 
-    def held(self) -> bool:
+    async def held(self) -> bool:
         """Still holding it."""
         ...
 
-    def release(self) -> None:
-        """Give it up."""
+    async def release(self) -> None:
+        """Give it up (the run is over: the next worker may take it at once)."""
         ...
 
 
@@ -161,8 +168,6 @@ class SourceRunner(Service, Generic[C]):
     """Runs one :class:`SourceReader`: position, retry, pause, status, dead letters."""
 
     kind = "source"
-    #: Seconds between leadership attempts and checks.
-    lock_interval = 2.0
 
     def __init__(
         self,
@@ -294,7 +299,7 @@ class SourceRunner(Service, Generic[C]):
             self._fail(State.FAILED, describe_error(exc), "source crashed")
         finally:
             if self.lock is not None:
-                await asyncio.to_thread(self.lock.release)
+                await self.lock.release()
             self._finished.set()
 
     def _on_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
@@ -320,12 +325,12 @@ class SourceRunner(Service, Generic[C]):
             return True
         standby = False
         while not self._stopping:
-            if await asyncio.to_thread(lock.acquire):
+            if await lock.acquire():
                 return True
             if not standby:
                 standby = True
                 log.info("source standby: another worker runs it source=%s", self.name)
-            await wait_unless_stopping(self.lock_interval, self.stopping)
+            await wait_unless_stopping(lock.check_seconds, self.stopping)
         return False
 
     # ---- one run ---------------------------------------------------------------------
@@ -609,7 +614,7 @@ class SourceRunner(Service, Generic[C]):
         lock = self.lock
         assert lock is not None
         while not self._stopping:
-            await wait_unless_stopping(self.lock_interval, self.stopping)
-            if not await asyncio.to_thread(lock.held):
+            await wait_unless_stopping(lock.check_seconds, self.stopping)
+            if not await lock.held():
                 log.error("source lock lost, stopping source=%s lock=%s", self.name, lock.name)
                 return

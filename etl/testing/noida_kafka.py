@@ -75,6 +75,9 @@ def read_topic(
             "enable.partition.eof": True,
             "isolation.level": "read_committed" if committed else "read_uncommitted",
             "fetch.wait.max.ms": 50,
+            # This broker may start a partition past 0 (after an aborted first
+            # transaction); offset 0 then resets to the start, not the end.
+            "auto.offset.reset": "earliest",
         }
     )
     try:

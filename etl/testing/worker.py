@@ -28,8 +28,29 @@ def suffix_transform(source: str, target: str, suffix: str, *, delay_s: float = 
     )
 
 
+def post_json(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    """POST a JSON body the way ``etl`` commands do (the worker refuses anything else)."""
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read().decode() or "null")
+
+
 def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
-    """An ``etl.yaml`` for tests: the test broker, idempotence off, web off."""
+    """An ``etl.yaml`` for tests: the test broker, idempotence off, web off.
+
+    Its consumer groups and control topic carry a prefix of their own
+    (``kafka.group_prefix`` unless given), so that tests sharing a broker never
+    see each other's pause requests or workers.
+    """
+    import uuid
+
     config: dict[str, Any] = {
         "transforms_dir": str(directory / "transforms"),
         "data_dir": str(directory / "data"),
@@ -38,6 +59,7 @@ def write_config(directory: Path, bootstrap: str, **overrides: Any) -> Path:
             "enable_idempotence": False,
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 500,
+            "group_prefix": f"w{uuid.uuid4().hex[:8]}",
         },
         "web": {"enabled": False},
     }
@@ -143,6 +165,9 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                # Stuck: its threads' stacks go to its log (faulthandler), then kill -9.
+                os.kill(self.process.pid, signal.SIGUSR1)
+                time.sleep(1.0)
                 self.kill()
         return self.process.returncode
 

@@ -49,6 +49,10 @@ class ObjectStore:
         """Whether the object exists."""
         raise NotImplementedError
 
+    async def delete(self, path: str, *, tree: bool = False) -> None:
+        """Remove the object (``tree``: everything below ``path``); a missing one is fine."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -89,6 +93,9 @@ class LocalStore(ObjectStore):
     async def exists(self, path: str) -> bool:
         return await asyncio.to_thread(os.path.exists, path)
 
+    async def delete(self, path: str, *, tree: bool = False) -> None:
+        await self._guard("delete", path, lambda: _thread(_remove, path, tree))
+
 
 async def _thread(func: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(func, *args)
@@ -96,6 +103,18 @@ async def _thread(func: Callable[..., T], *args: Any) -> T:
 
 def _mkdir(path: str) -> None:
     os.makedirs(path, exist_ok=True)
+
+
+def _remove(path: str, tree: bool) -> None:
+    import shutil
+
+    try:
+        if tree and os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _read_or_none(path: str) -> bytes | None:
@@ -182,6 +201,18 @@ class FsspecStore(ObjectStore):
                 return False
             raise
         return True
+
+    async def delete(self, path: str, *, tree: bool = False) -> None:
+        if not await self.exists(path) and not tree:
+            return
+        try:
+            if self.is_async:
+                await self._guard("delete", path, lambda: self.fs._rm(path, recursive=tree))
+            else:
+                await self._guard("delete", path, lambda: _thread(self.fs.rm, path, tree))
+        except FatalError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
 
     async def close(self) -> None:
         session, self._session = self._session, None

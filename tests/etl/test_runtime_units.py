@@ -213,7 +213,11 @@ async def test_worker_boot_goes_on_when_the_dead_letter_topic_cannot_be_created(
     (tmp_path / "transforms" / "t.py").write_text(
         "SOURCE_TOPIC = 'a'\nTARGET_TOPIC = 'b'\ndef deal_message(m):\n    return m\n"
     )
-    settings = ETLSettings(transforms_dir=tmp_path / "transforms", data_dir=tmp_path / "data")
+    settings = ETLSettings(
+        transforms_dir=tmp_path / "transforms",
+        data_dir=tmp_path / "data",
+        control={"enabled": False},  # no broker here: the control state in this process
+    )
     sup = PipelineSupervisor(settings)
     monkeypatch.setattr(sup, "add_future", lambda coro: coro.close())
     monkeypatch.setattr(sup, "add_runtime_dependency", reachable)

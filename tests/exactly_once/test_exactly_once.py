@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
 from etl.testing.ports import reserve_port
-from etl.testing.worker import WorkerProcess, suffix_transform, write_config
+from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 KEYS = 10
 #: 100,000 records and 10 kills (``ETL_TEST_EO_RECORDS`` changes the count).
@@ -323,8 +322,7 @@ def test_pause_and_resume_between_transactions(noida_kafka: str, tmp_path: Path,
 
     def post(action: str) -> None:
         url = f"http://127.0.0.1:{port}/etl/pipelines/{name}/{action}/"
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10):
-            pass
+        post_json(url)
 
     with fresh(config) as worker:
         wait_outputs(noida_kafka, target, 500)

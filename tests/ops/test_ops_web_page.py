@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from etl.testing.worker import post_json
 
 pytestmark = pytest.mark.kafka
 
@@ -37,9 +37,15 @@ def test_status_page_shows_states_and_lag_chart(ops_worker: OpsWorker, wait_unti
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
     worker = ops_worker
-    pause = urllib.request.Request(worker.url + "/etl/pipelines/suffix/pause/", method="POST")
-    with urllib.request.urlopen(pause, timeout=5) as response:
-        assert json.loads(response.read())["pipeline"] == "transform:suffix"
+    answer = post_json(worker.url + "/etl/pipelines/suffix/pause/")
+    assert answer["pipeline"] == "transform:suffix"
+
+    def consumers_paused() -> bool:
+        # What the worker itself reports per partition: the request was applied there.
+        partitions = worker.pipeline().get("partitions", {}).values()
+        return bool(partitions) and all(p["state"] == "paused" for p in partitions)
+
+    wait_until(consumers_paused, "the worker's consumers paused")
     worker.send(0, 12)
     wait_until(lambda: worker.settled(12, 12), "lag 12 while paused")
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from etl.cli import main
 from etl.testing.kafka import read_all, wait_count
+from etl.testing.worker import post_json
 
 pytestmark = pytest.mark.kafka
 
@@ -95,12 +96,11 @@ def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, wait_until
     assert set(detail["history"]["lag"]) <= {f"{worker.source}/0", f"{worker.source}/1"}
     assert detail["rate_in"] is None or detail["rate_in"] >= 0
 
-    request = urllib.request.Request(worker.url + "/etl/pipelines/nope/pause/", method="POST")
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(request, timeout=5)
+        post_json(worker.url + "/etl/pipelines/nope/pause/")
     assert caught.value.code == 404
     unknown = worker.cli("pause", "nope")
-    assert unknown.exit_code == 1 and "no pipeline 'nope' in this worker" in unknown.stderr
+    assert unknown.exit_code == 1 and "no pipeline 'nope' in this cluster" in unknown.stderr
 
     watch = worker.cli("status", "--watch", "--iterations", "2", "--interval", "0.2")
     assert watch.exit_code == 0 and "suffix" in watch.stdout

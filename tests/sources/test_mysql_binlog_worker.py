@@ -161,3 +161,42 @@ def test_failed_preflight_leaves_the_worker_running(
     finally:
         assert worker.stop() == 0
         server.execute(f"DROP USER '{user}'@'%'")
+
+
+def test_position_reset_to_now_skips_what_came_while_stopped(
+    kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import main
+
+    server = binlog_server
+    server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
+    options = source_options(server, database, uid, tables="events", start=server.position())
+    topic, name = f"t{uid}_events", str(options["name"])
+    worker = start_worker(workdir, kafka_bootstrap, options, "first")
+    config = workdir / "etl.yaml"
+
+    def cli(*args: str) -> object:
+        result = CliRunner(env={"CDC_PW": CDC_PASSWORD}).invoke(
+            main, [*args, "-c", str(config)], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        return result
+
+    try:
+        insert(server, database, range(1, 21))
+        wait_for_ids(kafka_bootstrap, topic, set(range(1, 21)))
+        cli("stop", name)
+        worker.wait_for(lambda w: (w.pipeline(name) or {}).get("state") == "stopped", 30, "stop")
+        insert(server, database, range(21, 41))  # while stopped: to be skipped
+        moved = cli("offsets", "reset", name, "--to-position", "now")
+        assert CDC_PASSWORD not in moved.output  # type: ignore[attr-defined]
+        insert(server, database, range(41, 61))
+        cli("resume", name)
+        ids = wait_for_ids(kafka_bootstrap, topic, set(range(1, 21)) | set(range(41, 61)))
+        time.sleep(1.0)
+        ids = ids_in_topic(kafka_bootstrap, topic)
+    finally:
+        worker.stop()
+    assert sorted(ids) == [*range(1, 21), *range(41, 61)]

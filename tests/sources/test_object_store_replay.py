@@ -1,9 +1,10 @@
 """The ``object_store`` source restores what the object-store sink archived, on real workers.
 
-50,000 records are archived by a real worker, replayed by another into a fresh
-topic, the replaying worker is killed -9 mid-replay and started again: the
-restored topic holds every record once, with its key, value, timestamp and
-partition, in order.
+50,000 records are archived by a real worker; two more workers are given the
+same replay source: one replays into a fresh topic (it holds the source's
+lease), the other stands by. The replaying worker is killed -9 mid-replay; the
+other takes over from the saved state and finishes: the restored topic holds
+every record once, with its key, value, timestamp and partition, in order.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 3
 TOTAL = 50_000
+#: The replay source's lease in this test (default 15 s): the takeover waits it out.
+LEASE_SECONDS = 6
 BASE_TIME = 1_700_000_000_000
 
 
@@ -54,8 +57,13 @@ def by_partition(records: list[Any]) -> dict[int, list[tuple[Any, ...]]]:
     return out
 
 
+def replay_state(worker: WorkerProcess) -> tuple[str, int]:
+    item = worker.pipeline("restore-orders") or {}
+    return str(item.get("state", "")), int(item.get("produced") or 0)
+
+
 @pytest.mark.serial  # the kill must land mid-replay
-def test_replay_restores_archive_byte_for_byte_after_kill(
+def test_two_workers_one_replays_kill_9_of_it_and_the_other_finishes_byte_for_byte(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
     topic, restored = f"orders-{uid}", f"orders-{uid}-restored"
@@ -99,35 +107,45 @@ def test_replay_restores_archive_byte_for_byte_after_kill(
         "topics": [topic],
         "target_topic": "{topic}-restored",
         "batch_size": 500,
+        "lease_seconds": LEASE_SECONDS,
     }
-    replay_dir = tmp_path / "replayer"
-    replay_dir.mkdir()
-    config = write_config(replay_dir, kafka_bootstrap, sources=[source], **common)
-    worker = WorkerProcess(config, name="replay1").start()
+    workers = []
+    for name in ("replay-a", "replay-b"):  # the same source, each its own data directory
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config = write_config(workdir, kafka_bootstrap, sources=[source], **common)
+        workers.append(WorkerProcess(config, name=name))
     try:
-        worker.wait_for(
-            lambda _w: end_total(kafka_bootstrap, restored) >= 5_000,
-            120,
-            "replay under way",
+        for worker in workers:
+            worker.start()
+        workers[0].wait_for(
+            lambda _w: end_total(kafka_bootstrap, restored) >= 5_000, 120, "replay under way"
         )
-        worker.kill()
+        # The status files are written every second.
+        workers[0].wait_for(
+            lambda _w: any(replay_state(w)[0] == "running" for w in workers), 30, "the status"
+        )
+        states = [replay_state(w) for w in workers]
+        # One worker replays, the other stands by (its source waits in "starting").
+        assert sorted(state for state, _ in states) == ["running", "starting"], states
+        holder, other = workers if states[0][0] == "running" else workers[::-1]
+        assert replay_state(other)[1] == 0
+        holder.kill()
+        killed_at = end_total(kafka_bootstrap, restored)
+        assert killed_at < TOTAL, "the replay finished before it could be killed"
+        started = time.monotonic()
+        other.wait_for(
+            lambda w: replay_state(w)[0] == "finished", 120, "the other worker to finish it"
+        )
+        took_over_s = time.monotonic() - started
+        assert other.pipeline("restore-orders")["dead_lettered"] == 0  # type: ignore[index]
     finally:
-        worker.stop()
-    killed_at = end_total(kafka_bootstrap, restored)
-    assert killed_at < TOTAL, "the replay finished before it could be killed"
-
-    started = time.monotonic()
-    with WorkerProcess(config, name="replay2") as worker:
-        worker.wait_for(
-            lambda w: (w.pipeline("restore-orders") or {}).get("state") == "finished",
-            120,
-            "replay finished",
-        )
-        assert worker.pipeline("restore-orders")["dead_lettered"] == 0  # type: ignore[index]
-    resumed_s = time.monotonic() - started
+        for worker in workers:
+            worker.stop()
+    print(f"killed at {killed_at} records; the other worker finished {took_over_s:.1f}s later")
 
     original = by_partition(asyncio.run(read_all(kafka_bootstrap, topic, timeout=60)))
     copy = by_partition(asyncio.run(read_all(kafka_bootstrap, restored, timeout=60)))
     # Nothing lost, nothing doubled, every partition in its order.
-    assert sum(map(len, copy.values())) == TOTAL, (killed_at, resumed_s)
-    assert copy == original, (killed_at, resumed_s)
+    assert sum(map(len, copy.values())) == TOTAL, (killed_at, took_over_s)
+    assert copy == original, (killed_at, took_over_s)

@@ -10,6 +10,7 @@ checks its lock connection every few seconds and stops reading if it is gone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -35,7 +36,10 @@ def lock_name(group_prefix: str, source_name: str) -> str:
 
 
 class SourceLock:
-    """The named lock that elects the worker running a source (blocking calls)."""
+    """The named lock that elects the worker running a source (a
+    :class:`~etl.sources.base.Leadership`; its server calls run in a thread)."""
+
+    check_seconds = LOCK_INTERVAL
 
     def __init__(self, config: MySQLBinlogSourceConfig, name: str) -> None:
         self.config = config
@@ -43,8 +47,19 @@ class SourceLock:
         self._connection: Any = None
         self._guard = threading.Lock()
 
-    def acquire(self) -> bool:
+    async def acquire(self) -> bool:
         """Try once, without waiting; True when this worker holds the lock now."""
+        return await asyncio.to_thread(self._acquire)
+
+    async def held(self) -> bool:
+        """Still holding the lock (False when the connection or the lock is lost)."""
+        return await asyncio.to_thread(self._held)
+
+    async def release(self) -> None:
+        """Give the lock up (closing the connection frees it)."""
+        await asyncio.to_thread(self._release)
+
+    def _acquire(self) -> bool:
         with self._guard:
             try:
                 if self._connection is None:
@@ -57,8 +72,7 @@ class SourceLock:
                 raise
             return bool(row and row[0] == 1)
 
-    def held(self) -> bool:
-        """Still holding the lock (False when the connection or the lock is lost)."""
+    def _held(self) -> bool:
         with self._guard:
             if self._connection is None:
                 return False
@@ -72,8 +86,7 @@ class SourceLock:
                 self._close()
                 return False
 
-    def release(self) -> None:
-        """Give the lock up (closing the connection frees it)."""
+    def _release(self) -> None:
         with self._guard:
             self._close()
 

@@ -41,11 +41,12 @@ from etl.sources.mysql_binlog.config import MySQLBinlogSourceConfig
 from etl.sources.mysql_binlog.db import ACCESS_DENIED_CODES, connect, error_code, server_label
 from etl.sources.mysql_binlog.envelope import topic_for
 from etl.sources.mysql_binlog.handoff import Handoff
-from etl.sources.mysql_binlog.leader import LOCK_INTERVAL, SourceLock, lock_name
+from etl.sources.mysql_binlog.leader import SourceLock, lock_name
 from etl.sources.mysql_binlog.position import BinlogPosition
 from etl.sources.mysql_binlog.preflight import PreflightError, ServerInfo, run_preflight
 from etl.sources.mysql_binlog.progress import BinlogProgress
 from etl.sources.mysql_binlog.reader import BinlogReader, PositionPurged
+from etl.sources.mysql_binlog.reset import position_for as binlog_position_for
 from etl.sources.mysql_binlog.start import plan_start
 
 log = logging.getLogger("etl.source.mysql_binlog")
@@ -207,7 +208,8 @@ class BinlogChanges:
 class MySQLBinlogSource(SourceRunner[MySQLBinlogSourceConfig]):
     """Publishes a MySQL/MariaDB database's row changes to Kafka (one topic per table)."""
 
-    lock_interval = LOCK_INTERVAL
+    #: ``etl offsets reset SOURCE --to-position now|FILE:POS`` (etl.ops.reset).
+    position_for = staticmethod(binlog_position_for)
 
     def __init__(
         self,

@@ -71,6 +71,9 @@ class ObjectStoreSourceConfig(_StorageOptions):
     settle_seconds: float = Field(default=5.0, ge=0, le=300)
     #: Most records published (and acknowledged) before the position is saved.
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: One worker replays (a lease in ``<group_prefix>-leases``, etl.control.lease):
+    #: seconds without renewal before another worker takes over from a dead one.
+    lease_seconds: float = Field(default=15.0, ge=3, le=600)
 
     @model_validator(mode="after")
     def _check(self) -> ObjectStoreSourceConfig:

@@ -15,6 +15,9 @@ counted by reading them, not from the partition's end offset (some brokers
 report the start of the last record batch there). This needs the target written
 by this replay only (a fresh or emptied topic). Under exactly-once the state is
 committed with the records in one Kafka transaction, so nothing is skipped.
+
+One worker replays: the one holding the source's lease (:mod:`etl.control.lease`);
+another takes over from the saved state when it stops or dies.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from etl.control.lease import KafkaLease
 from etl.errors import FatalError, RecordError, RetriableError
 from etl.kafka import ensure_topics, make_consumer, topic_partitions
 from etl.sources.base import DeadMessage, SourceBatch, SourceMessage, SourceRunner
@@ -96,11 +100,14 @@ class ObjectStoreReader:
         self._unsaved = saved is None
         saved = saved or {}
         self.done = {t: dict(p) for t, p in saved.get("done", {}).items()}
-        landed = await self._settled_landed(saved.get("ends", {}))
-        self.ends = {tp: start for tp, (start, _count) in landed.items()}
         self.skip = Counter()
-        if not self.runner.exactly_once:
+        if self.runner.exactly_once:
+            # Nothing is counted or skipped: what a dead run left open was aborted.
+            landed = await self._landed(saved.get("ends", {}))
+        else:
+            landed = await self._settled_landed(saved.get("ends", {}))
             self.skip.update({tp: count for tp, (_start, count) in landed.items() if count})
+        self.ends = {tp: start for tp, (start, _count) in landed.items()}
         if self.skip:
             log.info(
                 "resuming: records already in the target are skipped source=%s skip=%s",
@@ -373,6 +380,10 @@ class ObjectStoreSource(SourceRunner[ObjectStoreSourceConfig]):
 
     def make_reader(self) -> ObjectStoreReader:
         return ObjectStoreReader(self.config, self)
+
+    def leadership(self) -> KafkaLease:
+        # Two replays into one target would double it: one worker replays.
+        return KafkaLease(self.settings, self.name, seconds=self.config.lease_seconds)
 
     def describe_source(self) -> str:
         return f"{self.config.url.split('?', 1)[0]}/{self.config.instance_id}"
