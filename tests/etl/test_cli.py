@@ -151,9 +151,9 @@ def test_dev_starts_an_embedded_broker_and_runs_the_examples(tmp_path: Path) -> 
         assert worker in " ".join(shown.stdout.split()) and "add_suffix" in shown.stdout
         paused = etl("pause", "add_suffix", cwd=tmp_path, env={"ETL_WORKER_URL": ""})
         assert paused.returncode == 0, paused.stderr
-        assert f"paused transform:add_suffix on {worker}" in paused.stdout
+        assert f"paused transform:add_suffix on every worker ({worker} at http" in paused.stdout
         resumed = etl("resume", "add_suffix", cwd=tmp_path, env={"ETL_WORKER_URL": ""})
-        assert f"resumed transform:add_suffix on {worker}" in resumed.stdout
+        assert f"resumed transform:add_suffix on every worker ({worker} at http" in resumed.stdout
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(timeout=30)
