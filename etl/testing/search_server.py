@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 
 
 class SearchServerUnavailable(RuntimeError):
@@ -84,7 +84,7 @@ class SearchServer:
     service = "elasticsearch"
 
     def __init__(self, port: int | None = None, base: Path | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or reserve_port()
         self.base = Path(base or tempfile.mkdtemp(prefix="etl-search-"))
         self._own_base = base is None
         self.process: subprocess.Popen[bytes] | None = None

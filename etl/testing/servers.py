@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etl.embedded import free_port, port_open
+from etl.embedded import port_open
+from etl.testing.ports import reserve_port
 
 
 def _pg_bin(name: str) -> str:
@@ -53,7 +54,7 @@ class PostgresServer:
 
     def __init__(self, base: Path | None = None) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="etl-pg-"))
-        self.port = free_port()
+        self.port = reserve_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.user = "postgres"
 
@@ -213,7 +214,7 @@ class MariaDBServer:
 
     def __init__(self, base: Path | None = None, server_id: int = 1, *, tls: bool = False) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="etl-mariadb-"))
-        self.port = free_port()
+        self.port = reserve_port()
         self.server_id = server_id
         self.process: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"

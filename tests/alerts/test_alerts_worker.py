@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, read_all
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 from .conftest import WebhookReceiver
@@ -123,7 +123,7 @@ def make_worker(
 ) -> Worker:
     (directory / "transforms").mkdir(parents=True, exist_ok=True)
     (directory / "transforms" / f"{transform[0]}.py").write_text(transform[1])
-    port = free_port()
+    port = reserve_port()
     kafka: dict[str, Any] = {"group_prefix": prefix}
     if worker_id:
         kafka["worker_id"] = worker_id

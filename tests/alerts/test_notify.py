@@ -12,8 +12,8 @@ import pytest
 
 from etl.alerts.config import NotifierConfig
 from etl.alerts.notify import alert_environment, send, slack_text
-from etl.embedded import free_port
 from etl.redact import Redactor
+from etl.testing.ports import reserve_port
 
 from .conftest import WebhookReceiver
 
@@ -79,7 +79,7 @@ async def test_a_client_error_is_not_retried(receiver: WebhookReceiver) -> None:
 async def test_an_unreachable_webhook_gives_up_and_never_logs_its_url(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}/services/T0/B0/very-secret-token"
+    url = f"http://127.0.0.1:{reserve_port()}/services/T0/B0/very-secret-token"
     settings_secret = [url]
     hook = notifier(type="slack", url=url, retries=2)
     with caplog.at_level(logging.INFO, logger="etl.alerts"):

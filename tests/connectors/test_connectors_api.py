@@ -23,8 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce
+from etl.testing.ports import reserve_port
 from etl.testing.waits import wait_until
 from etl.testing.worker import WorkerProcess, write_config
 from tests.connectors.test_connector_files import archive, lines_under
@@ -49,7 +49,7 @@ def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
 
 class Node:
     def __init__(self, directory: Path, bootstrap: str, prefix: str, name: str) -> None:
-        self.port = free_port()
+        self.port = reserve_port()
         self.config = write_config(
             directory,
             bootstrap,

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -182,7 +182,7 @@ def start_worker(
     transforms.mkdir(parents=True, exist_ok=True)
     (transforms / "suffix.py").write_text(SUFFIX_SOURCE.format(source=source, target=target))
     archive = base / "archive"
-    port = free_port()
+    port = reserve_port()
     web: dict[str, Any] = {"enabled": True, "host": "127.0.0.1", "port": port}
     if token:
         web["token"] = token

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 from tests.etl.test_cli import etl
 
@@ -56,7 +56,7 @@ def test_a_mistyped_option_names_the_right_one(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_broker_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    env = {"ETL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{reserve_port()}"}
     commands = [["send", "t", "--value", "x"], ["consume", "t"], ["query", "t"], ["search", "t"]]
     runs = [
         subprocess.Popen(
@@ -172,6 +172,7 @@ def test_dead_letters_show_reason_source_and_headers(
     assert "header" not in etl("search", dlq, "--value", "v1", env=env).stdout
 
 
+@pytest.mark.serial  # saves 0.4 s apart inside a 1.5 s quiet period
 @pytest.mark.kafka
 def test_a_new_file_saved_three_times_joins_once(
     tmp_path: Path, kafka_bootstrap: str, uid: str

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import EmbeddedBroker, free_port
+from etl.embedded import EmbeddedBroker
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
 from etl.testing.kcat import kcat_consume, kcat_produce
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
@@ -206,7 +207,7 @@ def test_stop_policy_halts_the_partition_of_the_bad_message_and_the_others_go_on
     asyncio.run(create_topic(kafka_bootstrap, source, 3))
     path = transform(tmp_path, "stopper", stopper(source, target))
     transform(tmp_path, "healthy", suffixed(other_source, other_target))
-    port = free_port()
+    port = reserve_port()
     web = {"web": {"enabled": True, "host": "127.0.0.1", "port": port}}
     resume_url = f"http://127.0.0.1:{port}/etl/pipelines/stopper/resume/"
 
@@ -315,7 +316,7 @@ def test_bad_transform_files_are_reported_and_the_rest_run(
 def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     tmp_path: Path, uid: str
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     bootstrap = f"127.0.0.1:{port}"
     source, target = f"in-{uid}", f"out-{uid}"
     transform(tmp_path, "suffix", suffixed(source, target))
@@ -333,6 +334,7 @@ def test_unreachable_broker_gives_one_line_per_retry_then_connects(
     assert "Traceback" not in worker.log()
 
 
+@pytest.mark.serial  # the kill must land mid-stream
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str, uid: str) -> None:
     source, target = f"seq-{uid}", f"seq-out-{uid}"

@@ -21,8 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from etl.embedded import free_port
+import pytest
+
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 
@@ -45,6 +47,7 @@ def values(records: list[Any]) -> list[str]:
     return [r.value.decode() for r in records]
 
 
+@pytest.mark.serial  # answers within 1 s, fast done while slow runs
 def test_a_slow_transform_leaves_the_web_api_and_other_pipelines_alone(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
@@ -53,7 +56,7 @@ def test_a_slow_transform_leaves_the_web_api_and_other_pipelines_alone(
     asyncio.run(create_topic(kafka_bootstrap, slow_in, 4))
     add(tmp_path, "slow", suffix_transform(slow_in, slow_out, "+s", delay_s=0.002))
     add(tmp_path, "fast", suffix_transform(fast_in, fast_out, "+f"))
-    port = free_port()
+    port = reserve_port()
     path = project(tmp_path, kafka_bootstrap, uid, web={"enabled": True, "port": port})
     with WorkerProcess(path) as worker:
         worker.wait_running("slow", "fast")
@@ -96,6 +99,7 @@ def test_a_slow_transform_leaves_the_web_api_and_other_pipelines_alone(
     assert (status.get("call_p99_ms") or 0) >= 2.0, json.dumps(status)
 
 
+@pytest.mark.serial  # a poll deadline of 6 s
 def test_a_batch_longer_than_the_poll_deadline_keeps_its_group(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
@@ -141,6 +145,7 @@ def deal_message(message):
 """
 
 
+@pytest.mark.serial  # stops within 10 s
 def test_a_call_past_its_time_limit_is_dead_lettered_and_cannot_hang_the_worker(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:

@@ -15,8 +15,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from etl.embedded import free_port
+import pytest
+
 from etl.testing.noida_kafka import OpenTransactions, produce_sequences, read_topic
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
 KEYS = 10
@@ -96,6 +98,7 @@ def kill_rounds(
     produce_sequences(bootstrap, source, KEYS, produced, total - produced)
 
 
+@pytest.mark.serial  # most of ten kills must find a transaction open
 def test_kill_9_mid_stream_repeats_and_loses_nothing(
     noida_kafka: str, tmp_path: Path, uid: str
 ) -> None:
@@ -319,7 +322,7 @@ def test_hot_reload_swaps_at_a_transaction_boundary(
 
 def test_pause_and_resume_between_transactions(noida_kafka: str, tmp_path: Path, uid: str) -> None:
     source, target, name = suffix_pipeline(tmp_path, uid)
-    port = free_port()
+    port = reserve_port()
     config = write_config(
         tmp_path,
         noida_kafka,

@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner, Result
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 
@@ -107,7 +107,7 @@ def ops_worker(tmp_path: Path, kafka_bootstrap: str, uid: str) -> Iterator[OpsWo
     transforms = tmp_path / "transforms"
     transforms.mkdir(parents=True, exist_ok=True)
     (transforms / "suffix.py").write_text(suffix_transform(source, target, "-out"))
-    port = free_port()
+    port = reserve_port()
     config = write_config(
         tmp_path,
         kafka_bootstrap,

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from etl.config import WebSettings
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, post_json, write_config
 from etl.web.guard import check_change, is_loopback
 
@@ -83,7 +83,7 @@ def _status(url: str, **kwargs: Any) -> int:
 def test_a_worker_on_all_interfaces_wants_its_token(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     (tmp_path / "transforms").mkdir()
     (tmp_path / "transforms" / "t.py").write_text(
         f'SOURCE_TOPIC = "g-src-{uid}"\nTARGET_TOPIC = "g-dst-{uid}"\n\n'

@@ -23,8 +23,8 @@ import yaml
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all
+from etl.testing.ports import reserve_port
 from etl.testing.waits import wait_until
 from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
 
@@ -87,7 +87,7 @@ def make_member(tmp: Path, cluster: Cluster, name: str) -> Member:
     (directory / "transforms" / "t.py").write_text(
         suffix_transform(cluster.source, cluster.target, "!")
     )
-    port = free_port()
+    port = reserve_port()
     config = write_config(
         directory,
         cluster.bootstrap,

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, produce, read_all
 from etl.testing.kcat import kcat_produce
+from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, post_json, write_config
 from tests.sinks.sqlharness import SqlTarget, as_json, unique_table
 from tests.sinks.test_sql_formats import BAD_EXAMPLE, fixed_table, flatten_table
@@ -186,7 +186,7 @@ def test_a_rejected_row_halts_its_partition_the_others_flow_and_resume_writes_it
     topic, table = f"halt-{uid}", unique_table("halt")
     flatten_table(pg_target, table)
     asyncio.run(create_topic(kafka_bootstrap, topic, 2))
-    port = free_port()
+    port = reserve_port()
     entry = sink(
         pg_target,
         "halting",
@@ -286,6 +286,7 @@ def test_database_outage_of_20s_loses_nothing(
     assert ids == list(range(1000))
 
 
+@pytest.mark.serial  # the kill must land mid-stream
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_nothing_and_upserts_no_duplicates(
     sql_target: SqlTarget, kafka_bootstrap: str, uid: str, tmp_path: Path

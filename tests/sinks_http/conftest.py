@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 
 
 @dataclass
@@ -116,7 +116,7 @@ class ScriptedServer:
 @contextmanager
 def serving(context: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
     """A started server on a free port (HTTPS with ``context``), stopped on the way out."""
-    server = ScriptedServer(free_port(), scheme="https" if context else "http").start(context)
+    server = ScriptedServer(reserve_port(), scheme="https" if context else "http").start(context)
     try:
         yield server
     finally:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import free_port
 from etl.testing.kafka import create_topic, read_all
+from etl.testing.ports import reserve_port
 from sinks.http.config import HttpSinkConfig
 from sinks.http.sink import HttpSinkPipeline
 from tests.sinks_http.conftest import ScriptedServer
@@ -201,7 +201,7 @@ async def test_endpoint_down_with_on_unreachable_retry_waits_without_loss(
 ) -> None:
     topic = f"down-{uid}"
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(10)])
-    server = ScriptedServer(free_port())
+    server = ScriptedServer(reserve_port())
     config = http_config(uid, topic, server.url, retry_backoff_max_ms=200, on_unreachable="retry")
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
@@ -223,7 +223,7 @@ async def test_refused_connections_are_failed_attempts_then_dead_letters(
 ) -> None:
     topic = f"refused-{uid}"
     await produce_values(kafka_bootstrap, topic, [b"v%d" % i for i in range(3)])
-    config = http_config(uid, topic, f"http://127.0.0.1:{free_port()}/x", retries=1)
+    config = http_config(uid, topic, f"http://127.0.0.1:{reserve_port()}/x", retries=1)
     settings = sink_settings(tmp_path, kafka_bootstrap, uid)
     async with running(HttpSinkPipeline, config, settings) as pipeline:
         await wait_until(lambda: pipeline.status.dead_lettered == 3, what="dead letters")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 
 S3_KEY = "test-access-key"
 S3_SECRET = "test-secret-key-0123"  # noqa: S105 - moto accepts any credentials
@@ -22,7 +22,7 @@ def s3_endpoint() -> Iterator[str]:
     """``http://127.0.0.1:P`` of a moto S3 server for this session."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=reserve_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from etl.embedded import free_port
+from etl.testing.ports import reserve_port
 
 
 def _unauthorized(reason: str) -> web.Response:
@@ -70,7 +70,7 @@ class SearchProxy:
         self.throttle_requests = throttle_requests
         #: The first N bulk requests get a whole-request 429.
         self.busy_requests = busy_requests
-        self.port = free_port()
+        self.port = reserve_port()
         self.bulk_requests = 0
         self.throttled_items = 0
         self.seen_authorization: list[str] = []

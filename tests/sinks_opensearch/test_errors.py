@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from opensearchpy import AsyncOpenSearch
 
-from etl.embedded import free_port
 from etl.runtime.status import State
 from etl.testing.kafka import create_topic, produce, read_all, wait_count
+from etl.testing.ports import reserve_port
 from tests.sinks_opensearch.harness import (
     all_docs,
     count,
@@ -195,7 +195,7 @@ async def test_unreachable_server_is_one_clear_retried_error(
 ) -> None:
     topic = f"nowhere-{uid}"
     await create_topic(kafka_bootstrap, topic, 1)
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{reserve_port()}"
     config = sink_config(f"os-{uid}", [topic], [url])
     async with running_sink(config, settings_for(kafka_bootstrap, uid)) as pipeline:
         error = await wait_until(lambda: _error(pipeline), what="an error in the status")

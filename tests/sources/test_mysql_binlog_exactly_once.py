@@ -35,6 +35,7 @@ def inserted_ids(bootstrap: str, topic: str) -> list[int]:
     return ids
 
 
+@pytest.mark.serial  # a kill must find a transaction open
 def test_kill_9_during_inserts_publishes_every_change_once(
     noida_kafka: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
 ) -> None:
@@ -49,7 +50,6 @@ def test_kill_9_during_inserts_publishes_every_change_once(
         sources=[{**options, "password": "${CDC_PW}"}],
     )
     name = str(options["name"])
-    writer = threading.Thread(target=insert, args=(server, database, range(1, TOTAL + 1), 5))
     open_transactions = OpenTransactions(noida_kafka, topic)
     hits = 0
     for round_ in range(KILLS):
@@ -57,14 +57,17 @@ def test_kill_9_during_inserts_publishes_every_change_once(
         worker.status_path.unlink(missing_ok=True)
         worker.start()
         worker.wait_running(name, timeout=90)
-        if round_ == 0:
-            writer.start()
+        # Each round inserts its share while this worker runs: one writer for all the
+        # rows was done within the first round, and later kills found nothing to cut.
+        ids = range(1 + round_ * TOTAL // KILLS, 1 + (round_ + 1) * TOTAL // KILLS)
+        writer = threading.Thread(target=insert, args=(server, database, ids, 5))
+        writer.start()
         deadline = time.monotonic() + 20
         while not open_transactions.seen() and time.monotonic() < deadline:
             time.sleep(0.01)
         hits += open_transactions.seen()
         worker.kill()
-    writer.join()
+        writer.join()
     with WorkerProcess(config, name="last", env={"CDC_PW": CDC_PASSWORD}):
         deadline = time.monotonic() + 90
         ids = inserted_ids(noida_kafka, topic)

@@ -19,8 +19,8 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from etl.embedded import free_port
 from etl.sources.mysql_binlog.rowcodec import RowDecoder
+from etl.testing.ports import reserve_port
 from etl.testing.servers import MariaDBServer
 from tests.sources.helpers import BinlogServer, running_source, source_options
 
@@ -76,7 +76,7 @@ async def test_wrong_binlog_settings_are_each_reported(
 async def test_unreachable_server_is_retried_not_failed_for_good(
     kafka_bootstrap: str, uid: str
 ) -> None:
-    closed = BinlogServer(None, "127.0.0.1", free_port())
+    closed = BinlogServer(None, "127.0.0.1", reserve_port())
     options = source_options(closed, "shop", uid, tables="t", connect_timeout_s=1)
     async with running_source(kafka_bootstrap, options, wait="failed") as source:
         error = source.status.error or ""

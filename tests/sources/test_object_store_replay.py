@@ -62,6 +62,7 @@ def replay_state(worker: WorkerProcess) -> tuple[str, int]:
     return str(item.get("state", "")), int(item.get("produced") or 0)
 
 
+@pytest.mark.serial  # the kill must land mid-replay
 def test_two_workers_one_replays_kill_9_of_it_and_the_other_finishes_byte_for_byte(
     tmp_path: Path, kafka_bootstrap: str, uid: str
 ) -> None:
