@@ -172,7 +172,9 @@ class WorkerProcess:
         return self.process.returncode
 
     def __enter__(self) -> WorkerProcess:
-        return self.start()
+        # ``with WorkerProcess(...).start() as w`` must not start a second process.
+        running = self.process is not None and self.process.poll() is None
+        return self if running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -132,7 +132,7 @@ def test_pause_anywhere_stops_everyone_survives_restart_and_resume_drains(
         "three workers sharing the partitions",
         timeout=90,
     )
-    assert owners(c.item()) == spread
+    wait_until(lambda: owners(c.item()) == spread, "C shows the same owners", 30)
     assert len(a.get("/etl/workers/")["workers"]) == 3
     cluster.send(0, 300)
     wait_until(lambda: sum(cluster.outputs().values()) == 300, "300 outputs")
@@ -308,7 +308,10 @@ def test_a_poison_message_halts_its_partition_and_a_reset_skips_it(
         assert found.outputs() == Counter(
             [f"p0-{i}!" for i in range(5)] + [f"p1-{i}!" for i in range(10)]
         )
-        assert item["partitions"][f"{found.source}/0"]["committed"] == 5
+        wait_until(
+            lambda: member.item()["partitions"][f"{found.source}/0"]["committed"] == 5,
+            "partition 0 committed before the poison",
+        )
 
         reset = found.cli("offsets", "reset", "t", "--to-offset", "0:6", "--stop", "--json")
         assert reset.exit_code == 0, reset.output

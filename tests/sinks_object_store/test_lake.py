@@ -72,7 +72,7 @@ def test_worker_writes_a_lake_duckdb_reads_with_partitions(
         "lake": {"database": "dla_fromkafka"},
     }
     config = worker_config(tmp_path, kafka_bootstrap, uid, [sink])
-    with WorkerProcess(config, name="lake").start() as worker:
+    with WorkerProcess(config, name="lake") as worker:
         worker.wait_for(
             lambda _w: meta_offsets(root) == {0: 4999, 1: 4999}, 90, "every record written"
         )
