@@ -306,6 +306,7 @@ def test_a_poison_record_halts_the_pipeline_and_fires_the_halted_alert(
     assert len(of(receiver, "halted")) == 1 and len(calls.read_text().splitlines()) == 1
 
 
+@pytest.mark.serial  # several workers and rebalances: deadlines need a quiet machine
 def test_two_workers_send_one_notification_per_event_across_a_handover(
     tmp_path: Path,
     kafka_bootstrap: str,

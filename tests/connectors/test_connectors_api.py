@@ -176,6 +176,7 @@ def test_create_edit_delete_converge_and_survive_restarts(
         assert SECRET not in node.process.log()
 
 
+@pytest.mark.serial  # several workers and rebalances: deadlines need a quiet machine
 def test_kill_9_during_an_edit_loses_and_doubles_nothing(
     nodes: tuple[Node, Node], kafka_bootstrap: str, uid: str, tmp_path: Path
 ) -> None:

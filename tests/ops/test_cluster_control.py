@@ -120,6 +120,7 @@ def owners(item: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
+@pytest.mark.serial  # several workers and rebalances: deadlines need a quiet machine
 def test_pause_anywhere_stops_everyone_survives_restart_and_resume_drains(
     cluster: Cluster,
 ) -> None:
@@ -166,6 +167,7 @@ def test_pause_anywhere_stops_everyone_survives_restart_and_resume_drains(
     assert cluster.outputs() == Counter(f"m{i}!" for i in range(500))
 
 
+@pytest.mark.serial  # several workers and rebalances: deadlines need a quiet machine
 def test_stop_releases_the_group_and_status_needs_no_worker(cluster: Cluster) -> None:
     a, b, c = cluster.members
     for member in (a, b, c):
