@@ -148,6 +148,9 @@ async def reset_offsets(
     try:
         notes: list[str] = []
         busy = await _busy(reader, control, key, group)
+        if busy and control.table.desired_state(key) == "stopped":
+            # Stopped already: the workers' heartbeats may still be older than the stop.
+            busy = await _settled_stop(lambda: _busy(reader, control, key, group), control)
         if busy and not dry_run:
             if not stop:
                 raise ResetRefused(
@@ -213,6 +216,17 @@ async def _busy(reader: KafkaOffsets, control: ControlPlane, key: str, group: st
         members = ", ".join(m["client_id"] for m in info.members) or info.state
         busy.append(f"consumer group {group} ({members})")
     return busy
+
+
+async def _settled_stop(busy: Any, control: ControlPlane) -> list[str]:
+    """``busy()`` once the workers had time to report a stop already asked for."""
+    wait = 3 * control.settings.control.heartbeat_seconds + 2
+    deadline = time.monotonic() + wait
+    found: list[str] = await busy()
+    while found and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        found = await busy()
+    return found
 
 
 async def _wait_released(reader: KafkaOffsets, control: ControlPlane, key: str, group: str) -> None:
@@ -316,6 +330,12 @@ async def reset_source_position(
             raise ResetRefused(str(exc)) from None
     notes: list[str] = []
     busy = runners(control, key)
+    if busy and control.table.desired_state(key) == "stopped":
+
+        async def still() -> list[str]:
+            return runners(control, key)
+
+        busy = await _settled_stop(still, control)
     if busy and not dry_run:
         if not stop:
             raise ResetRefused(
