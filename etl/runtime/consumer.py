@@ -627,12 +627,16 @@ class ConsumerPipeline(Service):
         except Exception:
             return
         for tp in assigned:
+            if tp not in self._assigned:
+                continue  # revoked while the offsets were read: not ours to show
             progress = self._progress(tp)
             # end_offsets already takes the fetch high-water mark into account (some
             # brokers report the start of the last record batch + 1).
             progress.end = ends.get(tp)
             if progress.committed is None:
                 try:
-                    progress.committed = await consumer.committed(tp)
+                    committed = await consumer.committed(tp)
                 except Exception:
-                    pass
+                    continue
+                if tp in self._assigned:
+                    progress.committed = committed

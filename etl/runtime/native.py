@@ -282,6 +282,8 @@ class NativeConsumer:
         self._paused: set[TopicPartition] = set()
         #: What the rebalance callbacks assigned (read without calling librdkafka).
         self._assigned: set[TopicPartition] = set()
+        #: Orders pause decisions of the rebalance callback and of pause_all.
+        self._pause_lock = threading.Lock()
         self._pause_all = False
         #: Partitions kept paused whatever pause_all says, also across a rebalance that
         #: assigns them again (partitions halted by the ``stop`` policy).
@@ -354,11 +356,16 @@ class NativeConsumer:
         # partitions can be paused before anything is fetched for them.
         consumer.assign(partitions)
         tps = {_tp(p) for p in partitions}
-        self._assigned = tps
-        paused = partitions if self._pause_all else [p for p in partitions if _tp(p) in self._held]
-        if paused:
-            consumer.pause(paused)
-            self._paused |= {_tp(p) for p in paused}
+        # Under the lock: a resume asked meanwhile either sees these partitions (and
+        # is queued after this pause) or is seen here (and nothing is paused).
+        with self._pause_lock:
+            self._assigned = tps
+            paused = (
+                partitions if self._pause_all else [p for p in partitions if _tp(p) in self._held]
+            )
+            if paused:
+                consumer.pause(paused)
+                self._paused |= {_tp(p) for p in paused}
         self._call_loop(self._on_assigned, tps)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[NativeTopicPartition]) -> None:
@@ -534,25 +541,28 @@ class NativeConsumer:
     def pause_all(self, paused: bool) -> None:
         """Keep every partition (also ones assigned later) paused or not; a held
         partition stays paused either way."""
-        self._pause_all = paused
-        tps = self.assignment()
-        if paused:
-            self.pause(*tps)
-        else:
-            self.resume(*(tps - self._held))
+        with self._pause_lock:
+            self._pause_all = paused
+            tps = self.assignment()
+            if paused:
+                self.pause(*tps)
+            else:
+                self.resume(*(tps - self._held))
 
     def hold(self, tp: TopicPartition) -> None:
         """Pause ``tp`` until :meth:`release`, whatever :meth:`pause_all` says, also when a
         rebalance assigns it to this consumer again (a halted partition)."""
-        self._held.add(tp)
-        if tp in self.assignment():
-            self.pause(tp)
+        with self._pause_lock:
+            self._held.add(tp)
+            if tp in self.assignment():
+                self.pause(tp)
 
     def release(self, tp: TopicPartition) -> None:
         """Undo :meth:`hold`: fetch ``tp`` again unless every partition is paused."""
-        self._held.discard(tp)
-        if not self._pause_all and tp in self.assignment():
-            self.resume(tp)
+        with self._pause_lock:
+            self._held.discard(tp)
+            if not self._pause_all and tp in self.assignment():
+                self.resume(tp)
 
 
 class CommitFailed(Exception):
