@@ -33,6 +33,7 @@ from pydantic import (
 
 from etl.alerts.config import AlertSettings
 from etl.errors import ConfigurationError
+from etl.validation import validate_together
 
 
 def _check_time_zone(value: str) -> str:
@@ -103,26 +104,7 @@ class KafkaSettings(BaseModel):
     def _check_security(cls, data: Any, handler: Any) -> Any:
         # Checked on the raw mapping and merged with the field errors, so that every
         # problem is reported at once, not only after the fields are valid.
-        problems = _security_problems(data) if isinstance(data, dict) else []
-        try:
-            model = handler(data)
-        except ValidationError as exc:
-            if not problems:
-                raise
-            details: list[Any] = [
-                {"type": e["type"], "loc": e["loc"], "input": e.get("input"), "ctx": e.get("ctx")}
-                if e.get("ctx")
-                else {"type": e["type"], "loc": e["loc"], "input": e.get("input")}
-                for e in exc.errors()
-            ]
-            details += [
-                {"type": "value_error", "loc": (), "input": data, "ctx": {"error": ValueError(p)}}
-                for p in problems
-            ]
-            raise ValidationError.from_exception_data(exc.title, details) from None
-        if problems:
-            raise ValueError("; ".join(problems))
-        return model
+        return validate_together(data, handler, _security_problems)
 
 
 def _security_problems(data: dict[str, Any]) -> list[str]:

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from etl.validation import validate_together
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.I)
@@ -168,16 +170,7 @@ class AlertRule(BaseModel):
     def _check_condition_options(cls, data: Any, handler: Any) -> Any:
         # Checked on the raw mapping and merged with the field errors, so that every
         # problem of a rule is reported at once (as KafkaSettings does).
-        problems = _rule_problems(data) if isinstance(data, dict) else []
-        try:
-            rule = handler(data)
-        except ValidationError as exc:
-            if not problems:
-                raise
-            raise _with_problems(exc, data, problems) from None
-        if problems:
-            raise ValueError("; ".join(problems))
-        return rule
+        return validate_together(data, handler, _rule_problems)
 
     @property
     def halted_states(self) -> tuple[str, ...]:
@@ -220,21 +213,6 @@ def _rule_problems(data: dict[str, Any]) -> list[str]:
     if data.get("window") is not None and condition != "dead_letters":
         problems.append("window applies to condition dead_letters only")
     return problems
-
-
-def _with_problems(exc: ValidationError, data: Any, problems: list[str]) -> ValidationError:
-    """``exc`` plus ``problems`` as model-level errors."""
-    details: list[Any] = [
-        {"type": e["type"], "loc": e["loc"], "input": e.get("input"), "ctx": e.get("ctx")}
-        if e.get("ctx")
-        else {"type": e["type"], "loc": e["loc"], "input": e.get("input")}
-        for e in exc.errors()
-    ]
-    details += [
-        {"type": "value_error", "loc": (), "input": data, "ctx": {"error": ValueError(p)}}
-        for p in problems
-    ]
-    return ValidationError.from_exception_data(exc.title, details)
 
 
 class AlertSettings(BaseModel):

@@ -366,6 +366,12 @@ class NativeConsumer:
             if paused:
                 consumer.pause(paused)
                 self._paused |= {_tp(p) for p in paused}
+            # librdkafka keeps a partition's pause across a revoke and a new assignment
+            # of it: one paused before this rebalance and not to be paused now (a resume
+            # came while nothing was assigned) is resumed here, or it would stay silent.
+            fetched = [p for p in partitions if _tp(p) not in self._paused]
+            if fetched:
+                consumer.resume(fetched)
         self._call_loop(self._on_assigned, tps)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[NativeTopicPartition]) -> None:
@@ -501,12 +507,13 @@ class NativeConsumer:
             return None
         return high if high >= 0 else None
 
-    def group_metadata(self) -> Any:
-        """The group generation and member, for ``send_offsets_to_transaction``."""
+    async def group_metadata(self) -> Any:
+        """The group generation and member, for ``send_offsets_to_transaction``
+        (read on the io thread: the event loop never calls the consumer)."""
         consumer = self._consumer
         if consumer is None:
             raise RetriableError("consumer is closed")
-        return consumer.consumer_group_metadata()
+        return await self._run(self._io_thread, consumer.consumer_group_metadata)
 
     # ---- pause ----------------------------------------------------------------------------
 

@@ -372,7 +372,7 @@ class TransformPipeline(ConsumerPipeline):
             raise _Redo()
 
         owned = {tp: off for tp, off in commit.items() if tp in self._assigned}
-        await producer.commit_transaction(owned, self.consumer.group_metadata())
+        await producer.commit_transaction(owned, await self.consumer.group_metadata())
         for tp, offset in owned.items():
             self._progress(tp).committed = offset
             failed = self._known_bad.get(tp)

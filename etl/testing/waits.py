@@ -6,10 +6,17 @@ import time
 from typing import Any
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60.0, worker: Any = None) -> Any:
+def wait_until(
+    predicate: Any,
+    what: str,
+    timeout: float = 60.0,
+    worker: Any = None,
+    retry_on: tuple[type[BaseException], ...] = (OSError,),
+) -> Any:
     """Poll ``predicate`` until it returns something true (and return it).
 
-    A connection refused (a worker still starting) counts as not yet; with ``worker``
+    A connection refused (a worker still starting) counts as not yet, as does any
+    other exception of ``retry_on`` (a pipeline not yet listed: ``KeyError``); with ``worker``
     (a :class:`~etl.testing.worker.WorkerProcess`) a worker that exited fails at once,
     and the failure shows the end of its log.
     """
@@ -18,7 +25,7 @@ def wait_until(predicate: Any, what: str, timeout: float = 60.0, worker: Any = N
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except OSError:
+        except retry_on:
             last = None
         if last:
             return last

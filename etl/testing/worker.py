@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,34 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class WebWorker:
+    """A worker process with its web server on ``port``, and its HTTP API at hand."""
+
+    config: Path
+    port: int
+    process: WorkerProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return post_json(self.url + path, body)
+
+    def item(self, name: str, scope: str = "cluster") -> dict[str, Any]:
+        """Pipeline ``name`` as this worker shows it: the cluster's view, or with
+        ``scope="local"`` this worker's own (``{}`` while it is not listed)."""
+        query = "?scope=local" if scope == "local" else ""
+        for item in self.get(f"/etl/status/{query}")["pipelines"]:
+            if item["name"] == name:
+                return dict(item)
+        return {}

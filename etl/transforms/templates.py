@@ -224,6 +224,23 @@ class TemplateFile(BaseModel):
     #: at_least_once | exactly_once; unset = ``kafka.processing_guarantee``.
     processing_guarantee: str | None = Field(default=None, pattern="^(at_least_once|exactly_once)$")
 
+    def render(self, params: TemplateParams | Mapping[str, Any] | None = None, origin: str = "") -> str:
+        """The Python source this file renders to (``params``: validated ones, else
+        the file's own)."""
+        return render_template(
+            self.template,
+            self.params if params is None else params,
+            source_topic=self.source_topic,
+            target_topic=self.target_topic,
+            start_offset=self.start_offset,
+            on_error=self.on_error,
+            target_partitions=self.target_partitions,
+            dead_letter_topic=self.dead_letter_topic,
+            timeout=self.timeout,
+            processing_guarantee=self.processing_guarantee,
+            origin=origin,
+        )
+
 
 Loc = tuple[str | int, ...]
 
@@ -341,19 +358,7 @@ def load_template_file(path: str | Path) -> TransformSpec:
     except ValidationError as exc:
         _raise_problems(path, validation_problems(exc, spec_file.params, ("params",)), lines)
         raise
-    source = render_template(
-        template.name,
-        params,
-        source_topic=spec_file.source_topic,
-        target_topic=spec_file.target_topic,
-        start_offset=spec_file.start_offset,
-        on_error=spec_file.on_error,
-        target_partitions=spec_file.target_partitions,
-        dead_letter_topic=spec_file.dead_letter_topic,
-        timeout=spec_file.timeout,
-        processing_guarantee=spec_file.processing_guarantee,
-        origin=path.name,
-    )
+    source = spec_file.render(params, origin=path.name)
     spec = compile_transform(source, path, origin=f"template:{template.name}")
     spec.extra["file_version"] = content_version(text)
     spec.extra["source"] = source

@@ -21,13 +21,13 @@ Every request that changes something passes :mod:`etl.web.guard` first.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from faust import web
 
 from etl.ops.history import SAMPLE_INTERVAL, StatusHistory
 from etl.ops.metrics import CONTENT_TYPE, render_metrics
+from etl.web.body import json_object
 from etl.web.console_api import register_console
 from etl.web.guard import check_change
 
@@ -60,15 +60,6 @@ def register_views(app: Any) -> None:
 
     def refused(view: web.View, request: web.Request) -> web.Response | None:
         return refusal_response(view, request, settings.web)
-
-    async def body(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        if not raw.strip():
-            return {}
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("the body must be a JSON object")
-        return data
 
     @app.timer(SAMPLE_INTERVAL)
     async def sample_status() -> None:
@@ -178,7 +169,7 @@ def register_views(app: Any) -> None:
                 return self.error(503, "the worker is starting")
             try:
                 key = sup.resolve(name)
-                data = await body(request)
+                data = await json_object(request)
                 target = _reset_target(data, sup, key)
                 result = await reset_offsets(
                     sup.settings,

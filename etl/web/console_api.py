@@ -34,7 +34,6 @@ pass :func:`etl.web.guard.check_same_site`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -45,6 +44,7 @@ from typing import Any
 from faust import web
 
 from etl.ops.messages import DISPLAY_LIMIT, MessageLookupError, parse_time
+from etl.web.body import BadBody, json_object
 from etl.web.console_search import MAX_LIMIT, SearchJobs, SearchRequestError, parse_search
 from etl.web.console_transforms import (
     ConsoleRequestError,
@@ -123,8 +123,13 @@ def register_console(app: Any) -> None:
             view, check_same_site(request.headers, getattr(request, "scheme", "http"))
         )
 
-    async def answer(view: web.View, handler: Handler) -> web.Response:
-        """Run a handler; a known problem becomes a JSON error that says what to do."""
+    async def answer(
+        view: web.View, handler: Handler, denied: web.Response | None = None
+    ) -> web.Response:
+        """Run a handler unless the request was refused (``denied``); a known
+        problem becomes a JSON error that says what to do."""
+        if denied is not None:
+            return denied
         try:
             return await handler()
         except ConsoleRequestError as exc:
@@ -132,22 +137,13 @@ def register_console(app: Any) -> None:
         except (SearchRequestError, MessageLookupError) as exc:
             status = 404 if "does not exist" in str(exc) else 400
             return view.error(status, str(exc))
-        except json.JSONDecodeError as exc:
-            return view.error(400, f"the body is not JSON: {exc}")
+        except BadBody as exc:
+            return view.error(400, str(exc))
         except Exception as exc:
             log.exception("console request failed path=%s", getattr(view, "path", ""))
             return view.error(
                 500, f"{type(exc).__name__}: {exc} (the worker's log has the details)"
             )
-
-    async def read_body(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        if not raw.strip():
-            return {}
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ConsoleRequestError(400, "the body must be a JSON object")
-        return data
 
     def query_int(request: web.Request, name: str, default: int | None = None) -> int | None:
         raw = request.query.get(name)
@@ -267,15 +263,11 @@ def register_console(app: Any) -> None:
             return await answer(self, run)
 
         async def post(self, request: web.Request) -> web.Response:
-            denied = change_refused(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
-                data = await read_body(request)
+                data = await json_object(request)
                 return self.json(await send_message(settings.kafka, data))
 
-            return await answer(self, run)
+            return await answer(self, run, denied=change_refused(self, request))
 
     @app.page("/etl/messages/raw/", name="etl_message_raw")
     class RawMessageView(web.View):
@@ -318,16 +310,12 @@ def register_console(app: Any) -> None:
     @app.page("/etl/searches/", name="etl_searches")
     class SearchStart(web.View):
         async def post(self, request: web.Request) -> web.Response:
-            denied = cross_site(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
-                topic, query = parse_search(await read_body(request))
+                topic, query = parse_search(await json_object(request))
                 job = searches.start(topic, query)
                 return self.json(job.to_dict(), status=202)
 
-            return await answer(self, run)
+            return await answer(self, run, denied=cross_site(self, request))
 
     @app.page("/etl/searches/{job_id}/", name="etl_search")
     class SearchPoll(web.View):
@@ -422,14 +410,10 @@ def register_console(app: Any) -> None:
     @app.page("/etl/templates/render/", name="etl_template_render")
     class TemplateRender(web.View):
         async def post(self, request: web.Request) -> web.Response:
-            denied = cross_site(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
-                return self.json({"text": render_form(await read_body(request))})
+                return self.json({"text": render_form(await json_object(request))})
 
-            return await answer(self, run)
+            return await answer(self, run, denied=cross_site(self, request))
 
     @app.page("/etl/transforms/files/", name="etl_transform_files")
     class TransformFiles(web.View):
@@ -450,12 +434,8 @@ def register_console(app: Any) -> None:
             return await answer(self, run)
 
         async def put(self, request: web.Request, file_name: str) -> web.Response:
-            denied = change_refused(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
-                data = await read_body(request)
+                data = await json_object(request)
                 saved = await save_file(
                     settings.transforms_dir, file_name, data, timeout=settings.transform_timeout
                 )
@@ -466,13 +446,9 @@ def register_console(app: Any) -> None:
                 )
                 return self.json(saved, status=201 if saved["created"] else 200)
 
-            return await answer(self, run)
+            return await answer(self, run, denied=change_refused(self, request))
 
         async def delete(self, request: web.Request, file_name: str) -> web.Response:
-            denied = change_refused(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
                 dry_run = request.query.get("dry_run", "").lower() in ("1", "true", "yes")
                 out = delete_file(settings.transforms_dir, file_name, dry_run=dry_run)
@@ -480,17 +456,13 @@ def register_console(app: Any) -> None:
                     log.info("transform deleted from the console file=%s", out["removed"][0])
                 return self.json(out)
 
-            return await answer(self, run)
+            return await answer(self, run, denied=change_refused(self, request))
 
     @app.page("/etl/transforms/test/", name="etl_transform_test")
     class TransformTest(web.View):
         async def post(self, request: web.Request) -> web.Response:
-            denied = change_refused(self, request)
-            if denied is not None:
-                return denied
-
             async def run() -> web.Response:
-                data = await read_body(request)
+                data = await json_object(request)
                 file_name = str(data.get("file") or "console_test.py")
                 if isinstance(data.get("template"), dict) and not data.get("file"):
                     file_name = "console_test.yaml"
@@ -501,7 +473,7 @@ def register_console(app: Any) -> None:
                 sample = TrialMessage.from_body(data.get("message"))
                 return self.json(await run_trial(spec, sample, timeout))
 
-            return await answer(self, run)
+            return await answer(self, run, denied=change_refused(self, request))
 
 
 async def list_topics(kafka: Any) -> list[dict[str, Any]]:

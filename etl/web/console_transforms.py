@@ -42,7 +42,6 @@ from etl.transforms.templates import (
     UnknownTemplateError,
     get_template,
     load_template_file,
-    render_template,
     validation_problems,
 )
 
@@ -174,18 +173,7 @@ def render_form(data: Mapping[str, Any]) -> str:
         problems = [{"loc": ["target_topic"], "field": "target_topic", "message": message}]
         raise ConsoleRequestError(400, f"target_topic: {message}", problems=problems)
     try:
-        return render_template(
-            spec_file.template,
-            spec_file.params,
-            source_topic=spec_file.source_topic,
-            target_topic=spec_file.target_topic,
-            start_offset=spec_file.start_offset,
-            on_error=spec_file.on_error,
-            target_partitions=spec_file.target_partitions,
-            dead_letter_topic=spec_file.dead_letter_topic,
-            timeout=spec_file.timeout,
-            processing_guarantee=spec_file.processing_guarantee,
-        )
+        return spec_file.render()
     except ValidationError as exc:
         problems = _problem_dicts(validation_problems(exc, spec_file.params, ("params",)))
         raise ConsoleRequestError(

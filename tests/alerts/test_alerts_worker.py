@@ -14,9 +14,7 @@ import asyncio
 import json
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,10 @@ from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from etl.cli import main
+from etl.testing import waits
 from etl.testing.kafka import create_topic, read_all
 from etl.testing.ports import reserve_port
-from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
+from etl.testing.worker import WebWorker, WorkerProcess, suffix_transform, write_config
 
 from .conftest import WebhookReceiver
 
@@ -59,17 +58,7 @@ HOOK_SECRET = "hook-s3cret-7f2a"
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except OSError:
-            last = None
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waits.wait_until(predicate, what, timeout)
 
 
 def send(bootstrap: str, topic: str, values: list[str]) -> None:
@@ -88,29 +77,7 @@ def send(bootstrap: str, topic: str, values: list[str]) -> None:
     asyncio.run(go())
 
 
-@dataclass
-class Worker:
-    config: Path
-    port: int
-    process: WorkerProcess
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
-
-    def post(self, path: str) -> Any:
-        return post_json(self.url + path)
-
-    def local_state(self, name: str) -> str | None:
-        """The state of pipeline ``name`` in this worker (not the cluster's)."""
-        for item in self.get("/etl/status/?scope=local")["pipelines"]:
-            if item["name"] == name:
-                return str(item["state"])
-        return None
+Worker = WebWorker
 
 
 def make_worker(
@@ -361,7 +328,10 @@ def test_two_workers_send_one_notification_per_event_across_a_handover(
     first.post("/etl/pipelines/t/pause/")
     # The request returns once the worker it went to applied it; the other applies it
     # a moment later.
-    wait_until(lambda: all(w.local_state("t") == "paused" for w in (first, second)), "both paused")
+    wait_until(
+        lambda: all(w.item("t", "local").get("state") == "paused" for w in (first, second)),
+        "both paused",
+    )
     send(kafka_bootstrap, source, [f"m{i}" for i in range(20)])
     receiver.wait_for(lambda r: "repeat" in kinds(of(r, "lag")), "fire and a repeat")
     fired = of(receiver, "lag")

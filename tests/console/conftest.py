@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import shutil
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,19 +21,13 @@ from typing import Any
 
 import pytest
 
+from etl.testing import waits
+from etl.testing.browser import chromium
 from etl.testing.kafka import create_topic
 from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "console-test-token"
 SECRET = "s3cr3t-archive-key"
 
@@ -64,17 +56,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """Poll until ``predicate`` returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (urllib.error.URLError, OSError, KeyError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waits.wait_until(predicate, what, timeout, retry_on=(OSError, KeyError))
 
 
 @dataclass
@@ -237,17 +219,9 @@ def console_worker(
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (no browser download)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not executable:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner, Result
 
+from etl.testing import waits
 from etl.testing.kafka import create_topic
 from etl.testing.ports import reserve_port
 from etl.testing.worker import WorkerProcess, suffix_transform, write_config
@@ -23,17 +23,7 @@ from etl.testing.worker import WorkerProcess, suffix_transform, write_config
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """Poll ``predicate`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (urllib.error.URLError, OSError, KeyError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waits.wait_until(predicate, what, timeout, retry_on=(OSError, KeyError))
 
 
 def total_lag(item: dict[str, Any]) -> int | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from etl.cli import main
 from etl.testing.kafka import create_topic, produce, read_all
 from etl.testing.ports import reserve_port
 from etl.testing.waits import wait_until
-from etl.testing.worker import WorkerProcess, post_json, suffix_transform, write_config
+from etl.testing.worker import WebWorker, WorkerProcess, post_json, suffix_transform, write_config
 
 pytestmark = pytest.mark.kafka
 
@@ -34,26 +33,11 @@ PARTITIONS = 6
 
 
 @dataclass
-class Member:
-    name: str
-    config: Path
-    port: int
-    process: WorkerProcess
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
+class Member(WebWorker):
+    name: str = ""
 
     def item(self, name: str = "t", scope: str = "cluster") -> dict[str, Any]:
-        query = "?scope=local" if scope == "local" else ""
-        for item in self.get(f"/etl/status/{query}")["pipelines"]:
-            if item["name"] == name:
-                return dict(item)
-        return {}
+        return super().item(name, scope)
 
     def restart(self) -> None:
         self.process.stop()
@@ -96,7 +80,7 @@ def make_member(tmp: Path, cluster: Cluster, name: str) -> Member:
         web={"enabled": True, "port": port},
         control={"heartbeat_seconds": 0.5},
     )
-    return Member(name, config, port, WorkerProcess(config, name=name))
+    return Member(config, port, WorkerProcess(config, name=name), name=name)
 
 
 @pytest.fixture

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from etl.testing.browser import chromium
 from etl.testing.worker import post_json
 
 pytestmark = pytest.mark.kafka
 
 OpsWorker = Any  # the ops_worker fixture (tests/ops/conftest.py)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
 
 
 def test_status_page_shows_states_and_lag_chart(ops_worker: OpsWorker, wait_until: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = chromium_path()
     worker = ops_worker
     answer = post_json(worker.url + "/etl/pipelines/suffix/pause/")
     assert answer["pipeline"] == "transform:suffix"
@@ -58,37 +40,31 @@ def test_status_page_shows_states_and_lag_chart(ops_worker: OpsWorker, wait_unti
     wait_until(lambda: lag_samples() >= 3, "three history samples at lag 12")
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 700})
-            page.goto(worker.url + "/etl/")
-            page.wait_for_selector("body[data-loaded=true]")
-            row = page.locator('tr[data-pipeline="transform:suffix"]')
-            assert row.locator("td.state").inner_text() == "paused"
-            assert row.locator("td.lag").inner_text() == "12"
-            chart = page.locator('[data-chart="transform:suffix"]')
-            lines = chart.locator("polyline")
-            assert lines.count() == 2
-            partitions = sorted(lines.nth(i).get_attribute("data-partition") for i in range(2))
-            assert partitions == [f"{worker.source}/0", f"{worker.source}/1"]
-            assert all(
-                len((lines.nth(i).get_attribute("points") or "").split()) >= 2 for i in range(2)
-            )
-            page.screenshot(path=str(ARTIFACTS / "ops-status-page-paused.png"), full_page=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 700})
+        page.goto(worker.url + "/etl/")
+        page.wait_for_selector("body[data-loaded=true]")
+        row = page.locator('tr[data-pipeline="transform:suffix"]')
+        assert row.locator("td.state").inner_text() == "paused"
+        assert row.locator("td.lag").inner_text() == "12"
+        chart = page.locator('[data-chart="transform:suffix"]')
+        lines = chart.locator("polyline")
+        assert lines.count() == 2
+        partitions = sorted(lines.nth(i).get_attribute("data-partition") for i in range(2))
+        assert partitions == [f"{worker.source}/0", f"{worker.source}/1"]
+        assert all(len((lines.nth(i).get_attribute("points") or "").split()) >= 2 for i in range(2))
+        page.screenshot(path=str(ARTIFACTS / "ops-status-page-paused.png"), full_page=True)
 
-            # The page's resume button reaches the worker; the lag drains to 0.
-            row.locator("button[data-action=resume]").click()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-                state = row.locator("td.state").inner_text()
-                if state == "running" and row.locator("td.lag").inner_text() == "0":
-                    break
-            else:
-                raise AssertionError(f"page still shows {state}: {worker.pipeline()}")
-            page.screenshot(path=str(ARTIFACTS / "ops-status-page-resumed.png"), full_page=True)
-        finally:
-            browser.close()
+        # The page's resume button reaches the worker; the lag drains to 0.
+        row.locator("button[data-action=resume]").click()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+            state = row.locator("td.state").inner_text()
+            if state == "running" and row.locator("td.lag").inner_text() == "0":
+                break
+        else:
+            raise AssertionError(f"page still shows {state}: {worker.pipeline()}")
+        page.screenshot(path=str(ARTIFACTS / "ops-status-page-resumed.png"), full_page=True)
     assert worker.pipeline()["state"] == "running"
     wait_until(lambda: worker.settled(12, 0), "lag 0 after resume")

@@ -127,3 +127,60 @@ def test_http_api_list_detail_errors_and_watch(ops_worker: OpsWorker, wait_until
     assert "status.json" in text.stdout and "unreachable" in text.stdout
     gone = worker.cli("pause", "suffix")
     assert gone.exit_code == 1 and "unreachable" in gone.stderr
+
+
+def test_lag_counts_every_waiting_message_of_batched_partitions(
+    ops_worker: OpsWorker, wait_until: Any
+) -> None:
+    """Lag against counted messages, sent in large batches: the test broker reports a
+    partition's end as the start of its last batch + 1, which would show 1,500
+    waiting messages as a lag of about 1,200."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from etl.testing.kafka import produce
+
+    worker = ops_worker
+    paused = worker.cli("pause", "suffix")
+    assert paused.exit_code == 0, paused.output
+    for start in (0, 500, 1000):
+        items = [(f"k{i % 7}", f"m{i}") for i in range(start, start + 500)]
+        asyncio.run(produce(worker.bootstrap, worker.source, items))
+    counted = Counter(r.partition for r in asyncio.run(read_all(worker.bootstrap, worker.source)))
+    assert sum(counted.values()) == 1500
+
+    async def reported_ends() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=worker.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(worker.source, p) for p in (0, 1)]
+            return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    # What the broker answers (shown, not asserted: a broker that answers right is fine).
+    print("broker-reported ends", asyncio.run(reported_ends()), "counted", dict(counted))
+
+    def lag_by_partition(item: dict[str, Any]) -> dict[int, int]:
+        return {int(tp.rsplit("/", 1)[1]): p["lag"] for tp, p in item["partitions"].items()}
+
+    wait_until(
+        lambda: lag_by_partition(worker.pipeline()) == dict(counted), "lag = counted messages"
+    )
+    item = worker.pipeline()
+    assert item["state"] == "paused" and item["lag"] == 1500
+    assert sum(p["end"] for p in item["partitions"].values()) == 1500
+
+    # Read from Kafka alone (no worker asked): the same figures.
+    cluster = CliRunner().invoke(
+        main, ["status", "-c", str(worker.config), "--bootstrap", worker.bootstrap, "--json"]
+    )
+    assert cluster.exit_code == 0, cluster.output
+    alone = next(p for p in json.loads(cluster.stdout)["pipelines"] if p["name"] == "suffix")
+    assert lag_by_partition(alone) == dict(counted) and alone["lag"] == 1500
+
+    # Resume: it drains to 0, every message written once.
+    resumed = worker.cli("resume", "suffix")
+    assert resumed.exit_code == 0, resumed.output
+    wait_until(lambda: worker.pipeline().get("lag") == 0, "lag 0 after resume", 90)
+    records = asyncio.run(wait_count(worker.bootstrap, worker.target, 1500))
+    assert Counter(r.value.decode() for r in records) == Counter(f"m{i}-out" for i in range(1500))
