@@ -125,7 +125,7 @@ def offsets_show(config: str | None, bootstrap: str | None, as_json: bool, name:
     "--to-position",
     "to_position",
     default=None,
-    help="A source's position (binlog: now or FILE:POS).",
+    help="A source's position (binlog: now, FILE:POS or gtid:SET).",
 )
 @click.option(
     "--forget",
@@ -153,7 +153,7 @@ def offsets_reset(
 
     After a reset, `etl resume NAME` starts it from the new offsets. To skip a
     poison message at offset O of partition P: --to-offset P:O+1. A source has a
-    position instead: --to-position (binlog: now or FILE:POS) or --forget.
+    position instead: --to-position (binlog: now, FILE:POS or gtid:SET) or --forget.
     """
     from etl.ops.messages import parse_time
     from etl.ops.reset import (

@@ -200,3 +200,63 @@ def test_position_reset_to_now_skips_what_came_while_stopped(
     finally:
         worker.stop()
     assert sorted(ids) == [*range(1, 21), *range(41, 61)]
+
+
+def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
+    kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import main
+
+    server = binlog_server
+    server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
+    options = source_options(server, database, uid, tables="events", start=server.position())
+    topic, name = f"t{uid}_events", str(options["name"])
+    worker = start_worker(workdir, kafka_bootstrap, options, "first")
+    runner = CliRunner(env={"CDC_PW": CDC_PASSWORD})
+
+    def cli(*args: str) -> object:
+        return runner.invoke(main, [*args, "-c", str(workdir / "etl.yaml")], catch_exceptions=False)
+
+    try:
+        insert(server, database, range(1, 21))
+        wait_for_ids(kafka_bootstrap, topic, set(range(1, 21)))
+        [(after_20,)] = server.execute("SELECT @@gtid_binlog_pos")
+        insert(server, database, range(21, 41))
+        wait_for_ids(kafka_bootstrap, topic, set(range(1, 41)))
+        stopped = cli("stop", name)
+        assert stopped.exit_code == 0, stopped.output  # type: ignore[attr-defined]
+        worker.wait_for(lambda w: (w.pipeline(name) or {}).get("state") == "stopped", 30, "stop")
+
+        # A GTID the server never wrote is refused, naming what it has.
+        unknown = cli("offsets", "reset", name, "--to-position", "gtid:0-1-999999999")
+        assert unknown.exit_code != 0  # type: ignore[attr-defined]
+        assert "the server's binlog has no 0-1-999999999" in unknown.output  # type: ignore[attr-defined]
+
+        moved = cli("offsets", "reset", name, "--to-position", f"gtid:{after_20}")
+        assert moved.exit_code == 0, moved.output  # type: ignore[attr-defined]
+        assert f"gtid:{after_20}" in moved.output  # type: ignore[attr-defined]
+        assert CDC_PASSWORD not in moved.output  # type: ignore[attr-defined]
+        resumed = cli("resume", name)
+        assert resumed.exit_code == 0, resumed.output  # type: ignore[attr-defined]
+
+        def replayed() -> bool:
+            counts = Counter(ids_in_topic(kafka_bootstrap, topic))
+            return all(counts[i] == 2 for i in range(21, 41))
+
+        worker.wait_for(lambda _: replayed(), 90, "rows 21-40 published again")
+        insert(server, database, range(41, 46))
+        wait_for_ids(kafka_bootstrap, topic, set(range(1, 46)))
+        time.sleep(1.0)
+        counts = Counter(ids_in_topic(kafka_bootstrap, topic))
+    finally:
+        worker.stop()
+    # Before the GTID set: once; after it: again (a replay); new rows: once.
+    assert counts == Counter(
+        {
+            **dict.fromkeys(range(1, 21), 1),
+            **dict.fromkeys(range(21, 41), 2),
+            **dict.fromkeys(range(41, 46), 1),
+        }
+    )

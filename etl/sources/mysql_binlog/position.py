@@ -57,8 +57,19 @@ class BinlogPosition:
         """Sort key along the binlog."""
         return file_index(self.file), self.pos
 
+    @classmethod
+    def after_gtid(cls, gtid: str) -> BinlogPosition:
+        """Not a file position: the next run begins after the transactions of ``gtid``
+        (a GTID set, as ``etl offsets reset --to-position gtid:SET`` saves it)."""
+        return cls(file="", pos=0, gtid=gtid)
+
+    @property
+    def gtid_only(self) -> bool:
+        """A start after a GTID set, with no file position (see :meth:`after_gtid`)."""
+        return not self.file and bool(self.gtid)
+
     def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
+        return f"gtid:{self.gtid}" if self.gtid_only else f"{self.file}:{self.pos}"
 
     def with_gtid(self, gtid: str | None) -> BinlogPosition:
         """The same position with the GTID of the transaction that ended here."""

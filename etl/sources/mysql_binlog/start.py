@@ -50,6 +50,8 @@ def plan_start(
     # After a handover another worker may have saved a later position than ours.
     resume = max(known, key=lambda p: p.order) if known else None
     if resume is not None:
+        if resume.gtid_only:
+            return StartPlan(gtid=resume.gtid, reason="saved position: after a GTID set")
         if resume.file in files and resume.pos <= files[resume.file]:
             return StartPlan(resume=resume, reason="saved position")
         problem = (
