@@ -279,22 +279,44 @@ async def offsets_at_time(settings: ETLSettings, topic: str, ms: int) -> dict[TP
 # ---- sources: their saved position ------------------------------------------------------
 
 
-def _source_config(settings: ETLSettings, key: str) -> Any:
+def _source_config(settings: ETLSettings, key: str, known: Any = None) -> Any:
+    """The source's configuration: ``known`` (a worker's running one), else etl.yaml's
+    sources, else its file in ``connectors/``."""
+    if known is not None:
+        return known
+    import os
+
+    from etl.connectors.files import ConnectorFileError, is_connector_file, load_connector_file
+
     name = key.split(":", 1)[-1]
     for config in settings.source_configs():
         if config.name == name:
             return config
+    directory = settings.connectors_dir
+    for path in sorted(directory.glob(f"{name}.*")) if directory.is_dir() else []:
+        if not is_connector_file(path):
+            continue
+        try:
+            spec = load_connector_file(path, dict(os.environ))
+        except ConnectorFileError as exc:
+            raise ResetRefused("; ".join(exc.problems)) from None
+        if spec.kind == "source":
+            return spec.config
     raise ResetRefused(
-        f"{key} is not in this configuration's sources: run the reset with the "
-        "etl.yaml the workers use (--config)"
+        f"{key} is not in this configuration's sources or connectors/ files: run the "
+        "reset with the etl.yaml the workers use (--config), or through a worker's "
+        "HTTP API (POST /etl/pipelines/NAME/offsets/), which knows connectors created "
+        "through the API"
     )
 
 
-async def source_position(settings: ETLSettings, key: str) -> dict[str, Any] | None:
+async def source_position(
+    settings: ETLSettings, key: str, config: Any = None
+) -> dict[str, Any] | None:
     """The position a source saved last (None: it never saved one)."""
     from etl.sources.position import PositionStore
 
-    config = _source_config(settings, key)
+    config = _source_config(settings, key, config)
     return await PositionStore(settings, config.name, None).load_state()
 
 
@@ -306,15 +328,17 @@ async def reset_source_position(
     *,
     dry_run: bool = False,
     stop: bool = False,
+    config: Any = None,
 ) -> dict[str, Any]:
     """Move a source's saved position to ``spec`` (the source's own syntax), or forget it
-    (``spec=None``: the next run begins as configured by ``start``/``snapshot``)."""
+    (``spec=None``: the next run begins as configured by ``start``/``snapshot``).
+    ``config``: the source's configuration when the caller runs it (a worker)."""
     from etl.plugins import plugin_factory
     from etl.runtime.native import NativeProducer
     from etl.sources.position import PositionStore
 
-    config = _source_config(settings, key)
-    before = await source_position(settings, key)
+    config = _source_config(settings, key, config)
+    before = await source_position(settings, key, config)
     after: dict[str, Any] | None = None
     if spec is not None:
         source_class = plugin_factory("source", config.type)

@@ -148,10 +148,21 @@ def register_views(app: Any) -> None:
     @app.page("/etl/pipelines/{name}/offsets/", name="etl_pipeline_offsets")
     class PipelineOffsets(web.View):
         async def get(self, request: web.Request, name: str) -> web.Response:
-            from etl.ops.reset import ResetRefused, show_offsets
+            from etl.ops.reset import ResetRefused, runners, show_offsets, source_position
 
             async def work(sup: Any) -> Any:
-                return await show_offsets(sup.settings, sup.control, sup.resolve(name))
+                key = sup.resolve(name)
+                if key.startswith("source:"):
+                    # A source keeps a position of its own instead of a group.
+                    return {
+                        "pipeline": key,
+                        "position": await source_position(
+                            sup.settings, key, _running_config(sup, key)
+                        ),
+                        "desired": sup.control.table.desired_state(key),
+                        "running_on": runners(sup.control, key),
+                    }
+                return await show_offsets(sup.settings, sup.control, key)
 
             try:
                 return await answer(self, work)
@@ -159,7 +170,7 @@ def register_views(app: Any) -> None:
                 return self.error(409, str(exc))
 
         async def post(self, request: web.Request, name: str) -> web.Response:
-            from etl.ops.reset import ResetRefused, reset_offsets
+            from etl.ops.reset import ResetRefused, reset_offsets, reset_source_position
 
             denied = refused(self, request)
             if denied is not None:
@@ -170,15 +181,23 @@ def register_views(app: Any) -> None:
             try:
                 key = sup.resolve(name)
                 data = await json_object(request)
-                target = _reset_target(data, sup, key)
-                result = await reset_offsets(
-                    sup.settings,
-                    sup.control,
-                    key,
-                    target,
-                    dry_run=bool(data.get("dry_run")),
-                    stop=bool(data.get("stop")),
-                )
+                dry_run, stop = bool(data.get("dry_run")), bool(data.get("stop"))
+                if key.startswith("source:"):
+                    spec = _source_target(data)
+                    result = await reset_source_position(
+                        sup.settings,
+                        sup.control,
+                        key,
+                        spec,
+                        dry_run=dry_run,
+                        stop=stop,
+                        config=_running_config(sup, key),
+                    )
+                else:
+                    target = _reset_target(data, sup, key)
+                    result = await reset_offsets(
+                        sup.settings, sup.control, key, target, dry_run=dry_run, stop=stop
+                    )
             except KeyError as exc:
                 return self.error(404, exc.args[0])
             except (ValueError, ResetRefused) as exc:
@@ -239,6 +258,26 @@ def refusal_response(view: web.View, request: web.Request, settings: Any) -> web
         has_body=bool(getattr(request, "body_exists", True)),
     )
     return None if problem is None else view.error(problem.status, problem.message)
+
+
+def _running_config(sup: Any, key: str) -> Any:
+    """The configuration this worker runs ``key`` with (None: it does not run it)."""
+    recipe = getattr(sup, "recipes", {}).get(key)
+    return getattr(recipe, "config", None)
+
+
+def _source_target(data: dict[str, Any]) -> str | None:
+    """A source's ``{"to_position": "now" | "FILE:POS" | "gtid:SET"}`` or
+    ``{"forget": true}`` (None: begin as configured)."""
+    if data.get("forget") is True and not data.get("to_position"):
+        return None
+    position = str(data.get("to_position") or "").strip()
+    if not position or data.get("forget"):
+        raise ValueError(
+            'a source: say where to: {"to_position": "now" | "FILE:POS" | "gtid:SET"} '
+            'or {"forget": true}'
+        )
+    return position
 
 
 def _reset_target(data: dict[str, Any], sup: Any, key: str) -> Any:

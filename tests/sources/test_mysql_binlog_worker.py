@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from etl.testing.kcat import kcat_consume
-from etl.testing.worker import WorkerProcess, write_config
+from etl.testing.ports import reserve_port
+from etl.testing.worker import WorkerProcess, post_json, write_config
 from tests.sources.helpers import CDC_PASSWORD, BinlogServer, source_options
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mysql, pytest.mark.slow]
@@ -213,6 +215,14 @@ def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
     server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
     options = source_options(server, database, uid, tables="events", start=server.position())
     topic, name = f"t{uid}_events", str(options["name"])
+    port = reserve_port()
+    write_config(
+        workdir,
+        kafka_bootstrap,
+        sources=[{**options, "password": "${CDC_PW}"}],
+        web={"enabled": True, "port": port},
+    )
+    api = f"http://127.0.0.1:{port}/etl/pipelines/{name}/offsets/"
     worker = start_worker(workdir, kafka_bootstrap, options, "first")
     runner = CliRunner(env={"CDC_PW": CDC_PASSWORD})
 
@@ -234,10 +244,16 @@ def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
         assert unknown.exit_code != 0  # type: ignore[attr-defined]
         assert "the server's binlog has no 0-1-999999999" in unknown.output  # type: ignore[attr-defined]
 
-        moved = cli("offsets", "reset", name, "--to-position", f"gtid:{after_20}")
-        assert moved.exit_code == 0, moved.output  # type: ignore[attr-defined]
-        assert f"gtid:{after_20}" in moved.output  # type: ignore[attr-defined]
-        assert CDC_PASSWORD not in moved.output  # type: ignore[attr-defined]
+        # Through the HTTP API: the saved position, a preview, then the reset.
+        with urllib.request.urlopen(api, timeout=10) as response:
+            shown = json.loads(response.read())
+        assert shown["position"]["file"] and shown["desired"] == "stopped"
+        preview = post_json(api, {"to_position": f"gtid:{after_20}", "dry_run": True})
+        assert preview["after"]["gtid"] == after_20 and preview["dry_run"] is True
+        assert preview["before"] == shown["position"]
+        moved = post_json(api, {"to_position": f"gtid:{after_20}"})
+        assert moved["after"]["gtid"] == after_20 and not moved["after"]["file"]
+        assert CDC_PASSWORD not in json.dumps(moved)
         resumed = cli("resume", name)
         assert resumed.exit_code == 0, resumed.output  # type: ignore[attr-defined]
 
