@@ -62,7 +62,8 @@ def test_connector_form_validates_creates_edits_and_deletes_with_purge(
 
     wait_until(exported, "the connector wrote its objects")
     group = w.pipeline("sink:exports")["group_id"]
-    assert group in groups(w.bootstrap)
+    # Listed once the sink has committed after its write (a moment after the objects).
+    wait_until(lambda: group in groups(w.bootstrap), "the connector's consumer group listed")
 
     # Edit: the form opens with the stored values; a change is saved through the API.
     page.get_by_role("link", name="Open it").click()
