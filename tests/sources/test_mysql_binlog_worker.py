@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,26 @@ def start_worker(
     worker = WorkerProcess(config, name=name, env={"CDC_PW": CDC_PASSWORD}).start()
     worker.wait_running(str(options["name"]), timeout=90)
     return worker
+
+
+def events_source(
+    server: BinlogServer, database: str, uid: str
+) -> tuple[dict[str, object], str, str]:
+    """Table ``events`` and a source reading it from now: options, topic, source name."""
+    server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
+    options = source_options(server, database, uid, tables="events", start=server.position())
+    return options, f"t{uid}_events", str(options["name"])
+
+
+def run_cli(config: Path, *args: str) -> Any:
+    """``etl ARGS -c CONFIG`` in this process, with the source's password in the env."""
+    from click.testing import CliRunner
+
+    from etl.cli import main
+
+    return CliRunner(env={"CDC_PW": CDC_PASSWORD}).invoke(
+        main, [*args, "-c", str(config)], catch_exceptions=False
+    )
 
 
 def test_clean_restart_loses_and_repeats_nothing(
@@ -168,21 +189,12 @@ def test_failed_preflight_leaves_the_worker_running(
 def test_position_reset_to_now_skips_what_came_while_stopped(
     kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
 ) -> None:
-    from click.testing import CliRunner
-
-    from etl.cli import main
-
     server = binlog_server
-    server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
-    options = source_options(server, database, uid, tables="events", start=server.position())
-    topic, name = f"t{uid}_events", str(options["name"])
+    options, topic, name = events_source(server, database, uid)
     worker = start_worker(workdir, kafka_bootstrap, options, "first")
-    config = workdir / "etl.yaml"
 
-    def cli(*args: str) -> object:
-        result = CliRunner(env={"CDC_PW": CDC_PASSWORD}).invoke(
-            main, [*args, "-c", str(config)], catch_exceptions=False
-        )
+    def cli(*args: str) -> Any:
+        result = run_cli(workdir / "etl.yaml", *args)
         assert result.exit_code == 0, result.output
         return result
 
@@ -193,7 +205,7 @@ def test_position_reset_to_now_skips_what_came_while_stopped(
         worker.wait_for(lambda w: (w.pipeline(name) or {}).get("state") == "stopped", 30, "stop")
         insert(server, database, range(21, 41))  # while stopped: to be skipped
         moved = cli("offsets", "reset", name, "--to-position", "now")
-        assert CDC_PASSWORD not in moved.output  # type: ignore[attr-defined]
+        assert CDC_PASSWORD not in moved.output
         insert(server, database, range(41, 61))
         cli("resume", name)
         ids = wait_for_ids(kafka_bootstrap, topic, set(range(1, 21)) | set(range(41, 61)))
@@ -207,14 +219,8 @@ def test_position_reset_to_now_skips_what_came_while_stopped(
 def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
     kafka_bootstrap: str, binlog_server: BinlogServer, database: str, uid: str, workdir: Path
 ) -> None:
-    from click.testing import CliRunner
-
-    from etl.cli import main
-
     server = binlog_server
-    server.execute(f"CREATE TABLE `{database}`.events (id INT PRIMARY KEY, note VARCHAR(20))")
-    options = source_options(server, database, uid, tables="events", start=server.position())
-    topic, name = f"t{uid}_events", str(options["name"])
+    options, topic, name = events_source(server, database, uid)
     port = reserve_port()
     write_config(
         workdir,
@@ -224,10 +230,9 @@ def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
     )
     api = f"http://127.0.0.1:{port}/etl/pipelines/{name}/offsets/"
     worker = start_worker(workdir, kafka_bootstrap, options, "first")
-    runner = CliRunner(env={"CDC_PW": CDC_PASSWORD})
 
-    def cli(*args: str) -> object:
-        return runner.invoke(main, [*args, "-c", str(workdir / "etl.yaml")], catch_exceptions=False)
+    def cli(*args: str) -> Any:
+        return run_cli(workdir / "etl.yaml", *args)
 
     try:
         insert(server, database, range(1, 21))
@@ -236,13 +241,13 @@ def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
         insert(server, database, range(21, 41))
         wait_for_ids(kafka_bootstrap, topic, set(range(1, 41)))
         stopped = cli("stop", name)
-        assert stopped.exit_code == 0, stopped.output  # type: ignore[attr-defined]
+        assert stopped.exit_code == 0, stopped.output
         worker.wait_for(lambda w: (w.pipeline(name) or {}).get("state") == "stopped", 30, "stop")
 
         # A GTID the server never wrote is refused, naming what it has.
         unknown = cli("offsets", "reset", name, "--to-position", "gtid:0-1-999999999")
-        assert unknown.exit_code != 0  # type: ignore[attr-defined]
-        assert "the server's binlog has no 0-1-999999999" in unknown.output  # type: ignore[attr-defined]
+        assert unknown.exit_code != 0
+        assert "the server's binlog has no 0-1-999999999" in unknown.output
 
         # Through the HTTP API: the saved position, a preview, then the reset.
         with urllib.request.urlopen(api, timeout=10) as response:
@@ -255,7 +260,7 @@ def test_position_reset_to_a_gtid_set_replays_what_came_after_it(
         assert moved["after"]["gtid"] == after_20 and not moved["after"]["file"]
         assert CDC_PASSWORD not in json.dumps(moved)
         resumed = cli("resume", name)
-        assert resumed.exit_code == 0, resumed.output  # type: ignore[attr-defined]
+        assert resumed.exit_code == 0, resumed.output
 
         def replayed() -> bool:
             counts = Counter(ids_in_topic(kafka_bootstrap, topic))
