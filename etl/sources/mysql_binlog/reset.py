@@ -63,7 +63,7 @@ def position_for(config: MySQLBinlogSourceConfig, spec: str) -> dict[str, Any]:
     return position.to_record(config.name, server_label(config))
 
 
-_GTID_SET = re.compile(r"^[0-9A-Fa-f:,\-\s]+$")
+_GTID_SET = re.compile(r"^[0-9A-Za-z_:,\-\s]+$")  # MySQL 8.3+ tags: uuid:tag:1-5
 
 
 def _checked_gtid(cursor: Any, gtid: str) -> str:
