@@ -590,19 +590,20 @@ class TransformPipeline(ConsumerPipeline):
             if index not in not_done:
                 self._acked.setdefault(tp, set()).add(message.offset())
 
-    def forget_partitions(self, partitions: set[TopicPartition]) -> None:
+    def _forget_retry_state(self, partitions: set[TopicPartition]) -> None:
         # A rewind keeps ``_acked`` (that is its point); a partition given up or halted
         # forgets it, and what failed in aborted transactions (read again, maybe by a
         # fixed version).
         for tp in partitions:
             self._acked.pop(tp, None)
             self._known_bad.pop(tp, None)
+
+    def forget_partitions(self, partitions: set[TopicPartition]) -> None:
+        self._forget_retry_state(partitions)
         super().forget_partitions(partitions)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            self._acked.pop(tp, None)
-            self._known_bad.pop(tp, None)
+        self._forget_retry_state(revoked)
         await super()._on_revoked(revoked)
 
     def _halt_reason(self, message: Any, stage: str, exc: BaseException) -> str:
