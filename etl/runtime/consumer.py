@@ -475,8 +475,6 @@ class ConsumerPipeline(Service):
             self._releasing.pop(tp, None)
             consumer.hold(tp)
             await consumer.seek(tp, where.offset)
-            # A seek that had to assign again may have resumed it: hold it once more.
-            consumer.hold(tp)
             self._progress(tp).position = where.offset
             log.error(
                 "partition halted by policy pipeline=%s partition=%s offset=%d reason=%r",

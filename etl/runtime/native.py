@@ -468,6 +468,11 @@ class NativeConsumer:
                     _native(tp, offset) if (p.topic, p.partition) == tp else p for p in current
                 ]
                 consumer.assign(wanted)
+                # Keep what is paused paused through the new assignment (a halted
+                # partition sought back to its bad record, say).
+                paused = [p for p in wanted if _tp(p) in self._paused]
+                if paused:
+                    consumer.pause(paused)
 
         await self._run(self._io_thread, seek)
 
