@@ -20,6 +20,7 @@ from etl.errors import PartitionHalt, PipelineHalted, RecordError, RetriableErro
 from etl.message import OutRecord
 from etl.runtime.consumer import Batch, Commit
 from etl.runtime.native import ProduceError, ProducerFenced, is_record_error, produce_error
+from etl.runtime.policy import apply_halt_cut
 from etl.runtime.usercode import ABANDON_GRACE_S, CallClock, TransformTimeout, _Interrupt
 
 if TYPE_CHECKING:
@@ -112,9 +113,7 @@ class Job:
         if current is None or offset < current.offset:
             why = reason or self.pipeline._halt_reason(message, stage, exc)
             self.halts[tp] = PartitionHalt(offset, why)
-        safe = self.commit.get(tp)
-        if safe is None or safe > offset:
-            self.commit[tp] = offset
+        apply_halt_cut(self.commit, [(tp, offset)])
 
     def halted(self, commit: Commit) -> PipelineHalted | None:
         """The halt of this batch's halted partitions, committing ``commit``; None if none."""
