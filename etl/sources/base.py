@@ -200,7 +200,7 @@ class SourceRunner(Service, Generic[C]):
         self._in_transaction = False
         self._transaction_produced = 0
         self.lock = self.leadership()
-        self.backoff = Backoff(first=1.0, ceiling=30.0)
+        self.backoff = self.new_backoff()
         #: Seconds between position saves (0: after every batch); an idle source, a
         #: stop and a halt save the last acknowledged state at once.
         self.save_interval = 0.0
@@ -616,6 +616,12 @@ class SourceRunner(Service, Generic[C]):
         self._transaction_produced = 0
         await producer.abort_transaction()
 
+    @staticmethod
+    def new_backoff() -> Backoff:
+        """A source's back-off (1 s doubling to 30 s, never giving up): for its runs and
+        for its dead letters."""
+        return Backoff(first=1.0, ceiling=30.0)
+
     def dead_letter_router(self, writer: DeadLetterWriter) -> DeadLetterRouter:
         """How this source sends its dead letters (:mod:`etl.runtime.dead_letters`)."""
         return DeadLetterRouter(
@@ -623,7 +629,7 @@ class SourceRunner(Service, Generic[C]):
             pipeline=self.name,
             status=self.status,
             redact=self.redact,
-            backoff=lambda: Backoff(first=1.0, ceiling=30.0),
+            backoff=self.new_backoff,
             stopping=self.stopping,
         )
 
